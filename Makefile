@@ -1,0 +1,52 @@
+# One command per habit. Every target sets up what it needs; nothing is installed by hand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARTIFACTS ?= artifacts
+MODEL  ?= mnist-mlp
+
+.PHONY: setup run serve train test test-fast lint format typecheck clean
+
+setup: $(STAMP)
+
+# Re-install only when the project's dependencies change.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Train the default model when the repository holds none, then serve on port 8000.
+run: setup
+	@if [ -z "$$(ls -d $(ARTIFACTS)/$(MODEL)/[0-9]* 2>/dev/null)" ]; then \
+		echo "no $(MODEL) in $(ARTIFACTS)/: training the seed recipe first"; \
+		$(BIN)/python -m training --dataset mnist --recipe seed --artifacts $(ARTIFACTS); \
+	fi
+	DROPSERVE_MODEL_REPOSITORY=$(ARTIFACTS) $(BIN)/python -m service
+
+serve: setup
+	DROPSERVE_MODEL_REPOSITORY=$(ARTIFACTS) $(BIN)/python -m service
+
+train: setup
+	$(BIN)/python -m training --dataset mnist --recipe seed --artifacts $(ARTIFACTS)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not integration"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: setup
+	$(BIN)/mypy models training service
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

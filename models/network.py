@@ -1,0 +1,54 @@
+"""The dropout MLP. Dropout here is the training-time kind; MC sampling lives in mc_dropout."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.spec import MLPSpec, Normalization
+
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}
+
+
+class DropoutMLP(nn.Module):
+    """x in [0, 1] -> normalize -> [dropout -> Linear -> act] per hidden layer -> dropout -> Linear.
+
+    Input dropout acts on the normalized pixels, hidden dropout after each hidden activation
+    (Srivastava et al. 2014). Returns logits.
+    """
+
+    def __init__(self, spec: MLPSpec, normalization: Normalization | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.normalization = normalization or Normalization()
+        widths = (spec.input_size, *spec.hidden_sizes)
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False))
+        self.output = nn.Linear(widths[-1], spec.num_classes)
+        self.activation = _ACTIVATIONS[spec.activation]
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """(B, *input_shape) or (B, D) pixels in [0, 1] -> (B, D) normalized."""
+        x = x.reshape(x.shape[0], -1)
+        return (x - self.normalization.mean) / self.normalization.std
+
+    def hidden_layer(self, index: int, h: Tensor) -> Tensor:
+        """One hidden Linear + activation, no dropout: (..., D_in) -> (..., D_out)."""
+        return self.activation(self.hidden[index](h))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.normalize(x)  # (B, D)
+        h = F.dropout(h, self.spec.input_dropout, self.training)
+        for index in range(len(self.hidden)):
+            h = self.hidden_layer(index, h)
+            h = F.dropout(h, self.spec.hidden_dropout, self.training)
+        return self.output(h)  # (B, C)
+
+    @torch.no_grad()
+    def apply_max_norm(self) -> None:
+        """Rescale each unit's incoming weight vector to norm <= max_norm (Srivastava et al.)."""
+        if self.spec.max_norm is None:
+            return
+        for layer in (*self.hidden, self.output):
+            norms = layer.weight.norm(dim=1, keepdim=True)  # (D_out, 1)
+            layer.weight.mul_(torch.clamp(self.spec.max_norm / (norms + 1e-12), max=1.0))

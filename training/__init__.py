@@ -1,0 +1,1 @@
+"""The training job: datasets, recipes, training loop, evaluation (`python -m training`)."""

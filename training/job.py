@@ -1,0 +1,139 @@
+"""One training run end to end: data -> train -> evaluate -> calibrate -> artifact."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import models
+from models.artifact import save_artifact
+from models.network import DropoutMLP
+from models.spec import Calibration, Manifest, Normalization
+from training.datasets import DATASETS, load_dataset
+from training.evaluate import calibrate_ood_threshold, evaluate
+from training.loop import train
+from training.recipes import Recipe
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAMES = {"mnist": "mnist-mlp", "fashion-mnist": "fashion-mlp"}
+
+
+@dataclass
+class JobConfig:
+    dataset: str = "mnist"
+    recipe: Recipe | None = None
+    seed: int = 0
+    artifacts: Path = Path("artifacts")
+    name: str | None = None
+    data_dir: Path | None = None
+    device: str = "cpu"
+    train_limit: int | None = None  # first N training images only (quick runs, tests)
+    mc_samples: int = 100
+    progress: bool = True
+
+
+def to_tensors(x: np.ndarray, y: np.ndarray, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, 28, 28) -> float (N, 784) in [0, 1]; labels -> int64."""
+    pixels = torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0)
+    return pixels.to(device), torch.from_numpy(y.astype(np.int64)).to(device)
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def run(config: JobConfig) -> Path:
+    """Train, evaluate and publish one artifact; returns its folder."""
+    assert config.recipe is not None, "a recipe is required"
+    recipe = config.recipe
+    torch.manual_seed(config.seed)
+    splits = load_dataset(config.dataset, config.data_dir)
+    x_all, y_all = to_tensors(splits.x_train, splits.y_train, config.device)
+    x_train, y_train = x_all[: -recipe.validation_size], y_all[: -recipe.validation_size]
+    x_val, y_val = x_all[-recipe.validation_size :], y_all[-recipe.validation_size :]
+    if config.train_limit:
+        x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
+    x_test, y_test = to_tensors(splits.x_test, splits.y_test, config.device)
+
+    mean, std = x_train.mean().item(), x_train.std().item()
+    normalization = Normalization(mean=round(mean, 4), std=round(std, 4))
+    model = DropoutMLP(recipe.spec, normalization).to(config.device)
+
+    started = time.perf_counter()
+    history = train(model, recipe, x_train, y_train, x_val, y_val, config.seed, config.progress)
+    train_seconds = time.perf_counter() - started
+
+    test = evaluate(model, x_test, y_test, samples=config.mc_samples, seed=config.seed)
+    threshold = calibrate_ood_threshold(model, x_val, samples=config.mc_samples, seed=config.seed)
+    metrics = {
+        "dataset": config.dataset,
+        "recipe": recipe.name,
+        "train_seconds": train_seconds,
+        "train_size": len(x_train),
+        "validation_size": len(x_val),
+        "test": test,
+        "history": [h.to_dict() for h in history],
+        "ood_threshold": threshold,
+    }
+    mc_key = f"mc_t{config.mc_samples}"
+    headline = {
+        "test_accuracy": test["deterministic"]["accuracy"],  # type: ignore[index]
+        "test_accuracy_mc": test[mc_key]["accuracy"],  # type: ignore[index]
+        "test_nll_mc": test[mc_key]["nll"],  # type: ignore[index]
+        "test_ece_mc": test[mc_key]["ece"],  # type: ignore[index]
+        "train_seconds": round(train_seconds, 2),
+    }
+    manifest = Manifest(
+        name=config.name or DEFAULT_MODEL_NAMES[config.dataset],
+        spec=recipe.spec,
+        normalization=normalization,
+        class_names=list(DATASETS[config.dataset].class_names),
+        calibration=Calibration(ood_threshold=threshold, ood_quantile=0.95, samples=config.mc_samples),
+        provenance={
+            "dataset": config.dataset,
+            "recipe": recipe.to_dict(),
+            "seed": config.seed,
+            "epochs": recipe.epochs,
+            "device": config.device,
+            "train_limit": config.train_limit,
+            "created_unix": int(time.time()),
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "dropserve": getattr(models, "__version__", None) or _package_version(),
+            },
+            "git_commit": git_commit(),
+        },
+        metrics=headline,
+    )
+    path = save_artifact(
+        config.artifacts,
+        model.cpu(),
+        manifest,
+        extra_files={"metrics.json": (json.dumps(metrics, indent=2) + "\n").encode()},
+    )
+    log.info("wrote %s", path)
+    return path
+
+
+def _package_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dropserve")
+    except PackageNotFoundError:
+        return None
