@@ -50,3 +50,6 @@ typecheck: setup
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+
+# Topic targets live beside the code they drive; they may use the variables above.
+-include training/training.mk deploy/deploy.mk bench/bench.mk
