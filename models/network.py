@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from itertools import pairwise
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.spec import MLPSpec, Normalization
 
-_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}
 
 
 class DropoutMLP(nn.Module):
@@ -23,7 +26,7 @@ class DropoutMLP(nn.Module):
         self.spec = spec
         self.normalization = normalization or Normalization()
         widths = (spec.input_size, *spec.hidden_sizes)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False))
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
         self.output = nn.Linear(widths[-1], spec.num_classes)
         self.activation = _ACTIVATIONS[spec.activation]
 

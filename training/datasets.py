@@ -92,7 +92,7 @@ def splits_from_mirror(base_url: str, timeout: float = 30.0) -> Splits:
     with tempfile.TemporaryDirectory() as tmp:
         for stem in IDX_FILES.values():
             url = f"{base_url}{stem}.gz"
-            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - https mirrors
+            with urllib.request.urlopen(url, timeout=timeout) as response:
                 (Path(tmp) / f"{stem}.gz").write_bytes(response.read())
         return splits_from_idx_folder(Path(tmp))
 
@@ -163,9 +163,17 @@ DATASETS: dict[str, DatasetInfo] = {
     "fashion-mnist": DatasetInfo(
         name="fashion-mnist",
         class_names=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-        ),  # fmt: skip
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         content_sha256="ca3ab2a37f845e1b8ae23cab1b51749a3011ba3bf1d9016176d75cbaabac376f",
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         offline=_debian_fashion,

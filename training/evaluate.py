@@ -15,7 +15,9 @@ EVAL_BATCH = 1000
 
 def predict_deterministic(model: DropoutMLP, x: Tensor) -> Tensor:
     """(N, 784) -> (N, C) eval-mode probabilities."""
-    return torch.cat([deterministic_probabilities(model, x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+    return torch.cat(
+        [deterministic_probabilities(model, x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
+    )
 
 
 def mc_summaries(model: DropoutMLP, x: Tensor, samples: int, seed: int) -> UncertaintySummary:
@@ -26,7 +28,10 @@ def mc_summaries(model: DropoutMLP, x: Tensor, samples: int, seed: int) -> Uncer
         for i in range(0, len(x), EVAL_BATCH)
     ]
     return UncertaintySummary(
-        **{name: torch.cat([getattr(p, name) for p in parts]) for name in UncertaintySummary.__dataclass_fields__}
+        **{
+            name: torch.cat([getattr(p, name) for p in parts])
+            for name in UncertaintySummary.__dataclass_fields__
+        }
     )
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 try:  # numpy >= 2 moved the module; pickles written by numpy 1 still name the old path
-    from numpy._core.multiarray import _reconstruct  # type: ignore[attr-defined]
+    from numpy._core.multiarray import _reconstruct
 except ImportError:  # pragma: no cover - numpy 1
-    from numpy.core.multiarray import _reconstruct  # type: ignore[attr-defined,no-redef]
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,

@@ -1,0 +1,50 @@
+"""The app factory: `create_app(settings)`; models load in the lifespan, nothing at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from service.errors import install_error_handlers
+from service.inference import InferenceRunner
+from service.limits import BodySizeLimit
+from service.registry import ModelRegistry
+from service.routes import health, inference, models
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(settings.torch_threads)
+        app.state.registry.load_all()
+        if not app.state.registry.ready:
+            log.warning(
+                "no model found under %s; /readyz answers 503 until one is loaded",
+                settings.model_repository,
+            )
+        yield
+
+    app = FastAPI(
+        title="dropserve",
+        summary="Predictions with calibrated Monte-Carlo-dropout uncertainty.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = ModelRegistry(settings.model_repository, settings.device)
+    app.state.runner = InferenceRunner(settings.queue_max, settings.request_timeout_s)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(inference.router)
+    return app

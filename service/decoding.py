@@ -1,0 +1,167 @@
+"""HTTP request bodies -> an InferenceRequest: pixels (B, 784) in [0, 1] plus MC options.
+
+Accepted bodies, on every inference route: multipart/form-data with parts named `file`; a raw
+`image/*` body; application/json `{"instances": [...]}` where each instance is a 28x28 nested array,
+a flat 784 array, or `{"b64": "<base64 image>"}`. Options come from the JSON body or, for image
+bodies, the query string.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from service.errors import ApiError
+from service.images import ACCEPTED_MEDIA_TYPES, decode_image
+from service.settings import Settings
+
+PIXELS = 784
+_MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    pixels: np.ndarray  # (B, 784) float32 in [0, 1]
+    samples: int | None = None
+    seed: int | None = None
+    return_samples: bool = False
+
+
+async def read_inference_request(request: Request, settings: Settings) -> InferenceRequest:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    options: dict[str, Any] = dict(request.query_params)
+    if media_type == "application/json" or media_type.endswith("+json"):
+        body = _parse_json(await request.body())
+        options.update({k: body[k] for k in ("samples", "seed", "return_samples") if k in body})
+        pixels = instances_to_pixels(body["instances"], settings)
+    elif media_type == "multipart/form-data":
+        pixels = await _multipart_pixels(request, settings)
+    elif media_type.startswith("image/"):
+        if media_type not in ACCEPTED_MEDIA_TYPES:
+            raise ApiError(
+                415, f"{media_type} is not accepted; send one of {', '.join(ACCEPTED_MEDIA_TYPES)}"
+            )
+        pixels = decode_image(await request.body(), settings.max_image_pixels)[None].reshape(1, PIXELS)
+    else:
+        raise ApiError(
+            415,
+            f"unsupported content type {media_type or '(none)'!r}; send application/json "
+            '{"instances": [...]}, multipart/form-data with `file` parts, or an image/* body',
+        )
+    return InferenceRequest(pixels=pixels, **parse_options(options, settings))
+
+
+def _parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise ApiError(400, f"malformed JSON ({e}); NaN and Infinity are not JSON") from None
+    if not isinstance(body, dict) or "instances" not in body:
+        raise ApiError(400, 'the JSON body must be an object with an "instances" list')
+    return body
+
+
+def instances_to_pixels(instances: Any, settings: Settings) -> np.ndarray:
+    """JSON instances -> (B, 784) float32, validated vectorized: shape, finiteness, range."""
+    if not isinstance(instances, list) or not instances:
+        raise ApiError(422, '"instances" must be a non-empty list')
+    _check_count(len(instances), settings)
+    if all(isinstance(item, list) for item in instances):
+        try:  # fast path: one conversion for the whole batch, no per-element Python work
+            batch = np.asarray(instances, dtype=np.float32)
+        except (ValueError, TypeError):
+            batch = None  # ragged or non-numeric: find and name the bad instance below
+        if batch is not None and batch.shape[1:] in ((28, 28), (PIXELS,)):
+            return _check_pixels(batch.reshape(len(instances), PIXELS), None)
+    return np.stack([_instance_pixels(i, item, settings) for i, item in enumerate(instances)])
+
+
+def _instance_pixels(index: int, item: Any, settings: Settings) -> np.ndarray:
+    if isinstance(item, dict) and set(item) == {"b64"} and isinstance(item["b64"], str):
+        try:
+            data = base64.b64decode(item["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(422, f"instance {index}: b64 is not valid base64") from None
+        return decode_image(data, settings.max_image_pixels).reshape(PIXELS)
+    if not isinstance(item, list):
+        raise ApiError(422, f'instance {index}: expected a 28x28 array, a 784 array or {{"b64": ...}}')
+    try:
+        array = np.asarray(item, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise ApiError(422, f"instance {index}: not a rectangular array of numbers") from None
+    return _check_pixels(array.reshape(1, -1) if array.shape in ((28, 28), (PIXELS,)) else array, index)[0]
+
+
+def _check_pixels(pixels: np.ndarray, index: int | None) -> np.ndarray:
+    where = "instances" if index is None else f"instance {index}"
+    if pixels.ndim != 2 or pixels.shape[1] != PIXELS:
+        shape = "x".join(str(s) for s in pixels.shape)
+        raise ApiError(422, f"{where}: expected 28x28 or 784 pixel values each, got shape {shape}")
+    if not np.isfinite(pixels).all():
+        raise ApiError(422, f"{where}: pixel values must be finite numbers")
+    if pixels.min() < 0.0 or pixels.max() > 1.0:
+        raise ApiError(422, f"{where}: pixel values must be in [0, 1]; divide 0-255 values by 255")
+    return pixels
+
+
+async def _multipart_pixels(request: Request, settings: Settings) -> np.ndarray:
+    try:
+        form = await request.form(max_files=settings.max_instances + 1, max_fields=64)
+    except Exception as e:  # starlette raises its own MultiPartException / HTTPException here
+        raise ApiError(400, f"malformed multipart body: {getattr(e, 'detail', e)}") from None
+    try:
+        files = [part for part in form.getlist("file") if isinstance(part, UploadFile)]
+        if not files:
+            raise ApiError(400, "multipart body has no part named `file`; send the image as file=@digit.png")
+        _check_count(len(files), settings)
+        return np.stack(
+            [decode_image(await f.read(), settings.max_image_pixels).reshape(PIXELS) for f in files]
+        )
+    finally:
+        await form.close()
+
+
+def _check_count(count: int, settings: Settings) -> None:
+    if count > settings.max_instances:
+        raise ApiError(413, f"{count} instances in one request; at most {settings.max_instances}")
+
+
+def parse_options(options: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """samples / seed / return_samples from JSON values or query strings, validated."""
+    parsed: dict[str, Any] = {}
+    if options.get("samples") is not None:
+        samples = _as_int("samples", options["samples"])
+        if not 1 <= samples <= settings.mc_samples_max:
+            raise ApiError(422, f"samples must be between 1 and {settings.mc_samples_max}, got {samples}")
+        parsed["samples"] = samples
+    if options.get("seed") is not None:
+        seed = _as_int("seed", options["seed"])
+        if not 0 <= seed <= _MAX_SEED:
+            raise ApiError(422, f"seed must be between 0 and 2**63-1, got {seed}")
+        parsed["seed"] = seed
+    flag = options.get("return_samples", False)
+    if isinstance(flag, str):
+        if flag.lower() not in ("true", "false", "1", "0"):
+            raise ApiError(422, "return_samples must be true or false")
+        flag = flag.lower() in ("true", "1")
+    if not isinstance(flag, bool):
+        raise ApiError(422, "return_samples must be true or false")
+    parsed["return_samples"] = flag
+    return parsed
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ApiError(422, f"{name} must be an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ApiError(422, f"{name} must be an integer, got {value!r}")

@@ -1,0 +1,52 @@
+"""Request dependencies as named `Annotated` aliases."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.errors import ApiError
+from service.inference import InferenceRunner
+from service.registry import ModelRegistry
+from service.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+def get_runner(request: Request) -> InferenceRunner:
+    return request.app.state.runner
+
+
+def _check_bearer(request: Request, expected: str, what: str) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise ApiError(
+            401,
+            f"{what} needs the header `Authorization: Bearer <key>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    if settings.api_key is not None:
+        _check_bearer(request, settings.api_key.get_secret_value(), "inference")
+
+
+def require_admin_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    if settings.admin_key is None:
+        raise ApiError(404, "admin routes are disabled; set DROPSERVE_ADMIN_KEY to enable them")
+    _check_bearer(request, settings.admin_key.get_secret_value(), "this admin route")
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+RunnerDep = Annotated[InferenceRunner, Depends(get_runner)]

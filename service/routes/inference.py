@@ -1,0 +1,118 @@
+"""Predict and MC-dropout uncertainty; thin: decode request -> core call -> encode response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from service import inference
+from service.decoding import read_inference_request
+from service.dependencies import RegistryDep, RunnerDep, SettingsDep, require_api_key
+from service.registry import ModelRegistry
+from service.responses import FastJSONResponse, prediction_body, uncertainty_body
+from service.schemas import ERROR_RESPONSES, INFERENCE_BODY, PredictResponse, UncertaintyResponse
+from service.settings import Settings
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["inference"],
+    dependencies=[Depends(require_api_key)],
+    responses=ERROR_RESPONSES,
+)
+
+_PREDICT: dict[str, Any] = {
+    "response_model": PredictResponse,
+    "response_class": FastJSONResponse,
+    "openapi_extra": INFERENCE_BODY,
+    "description": "Deterministic prediction: eval mode, no dropout.",
+}
+_UNCERTAINTY: dict[str, Any] = {
+    "response_model": UncertaintyResponse,
+    "response_class": FastJSONResponse,
+    "openapi_extra": INFERENCE_BODY,
+    "description": "MC dropout: `samples` stochastic passes; options `samples`, `seed`, `return_samples`.",
+}
+
+
+async def predict(
+    request: Request, settings: Settings, registry: ModelRegistry, runner: inference.InferenceRunner,
+    name: str, version: int | None,
+) -> Response:  # fmt: skip
+    loaded = registry.get(name, version)
+    body = await read_inference_request(request, settings)
+    probabilities = await runner.run(inference.predict, loaded, body.pixels)
+    return FastJSONResponse(prediction_body(loaded, probabilities))
+
+
+async def uncertainty(
+    request: Request, settings: Settings, registry: ModelRegistry, runner: inference.InferenceRunner,
+    name: str, version: int | None,
+) -> Response:  # fmt: skip
+    loaded = registry.get(name, version)
+    body = await read_inference_request(request, settings)
+    samples = body.samples or settings.mc_samples_default
+    seed = inference.fresh_seed() if body.seed is None else body.seed
+    result = await runner.run(inference.uncertainty, loaded, body.pixels, samples, seed, body.return_samples)
+    return FastJSONResponse(uncertainty_body(loaded, result))
+
+
+@router.post("/predict", summary="Predict with the default model", **_PREDICT)
+async def predict_default(
+    request: Request, settings: SettingsDep, registry: RegistryDep, runner: RunnerDep
+) -> Response:
+    return await predict(request, settings, registry, runner, settings.default_model, None)
+
+
+@router.post("/uncertainty", summary="MC-dropout uncertainty with the default model", **_UNCERTAINTY)
+async def uncertainty_default(
+    request: Request, settings: SettingsDep, registry: RegistryDep, runner: RunnerDep
+) -> Response:
+    return await uncertainty(request, settings, registry, runner, settings.default_model, None)
+
+
+@router.post("/models/{name}/predict", summary="Predict with a model's default version", **_PREDICT)
+async def predict_model(
+    name: str, request: Request, settings: SettingsDep, registry: RegistryDep, runner: RunnerDep
+) -> Response:
+    return await predict(request, settings, registry, runner, name, None)
+
+
+@router.post(
+    "/models/{name}/uncertainty",
+    summary="Uncertainty with a model's default version",
+    **_UNCERTAINTY,
+)
+async def uncertainty_model(
+    name: str, request: Request, settings: SettingsDep, registry: RegistryDep, runner: RunnerDep
+) -> Response:
+    return await uncertainty(request, settings, registry, runner, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/predict", summary="Predict with a pinned version", **_PREDICT)
+async def predict_version(
+    name: str,
+    version: int,
+    request: Request,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    runner: RunnerDep,
+) -> Response:
+    return await predict(request, settings, registry, runner, name, version)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/uncertainty",
+    summary="Uncertainty with a pinned version",
+    **_UNCERTAINTY,
+)
+async def uncertainty_version(
+    name: str,
+    version: int,
+    request: Request,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    runner: RunnerDep,
+) -> Response:
+    return await uncertainty(request, settings, registry, runner, name, version)

@@ -1,0 +1,91 @@
+"""Model listing, metadata, and the admin reload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from models.artifact import LoadedModel
+from service.dependencies import RegistryDep, SettingsDep, require_admin_key
+from service.images import ACCEPTED_MEDIA_TYPES
+from service.registry import ModelRegistry
+from service.schemas import ERROR_RESPONSES, ModelList, ModelMetadata
+from service.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["models"], responses=ERROR_RESPONSES)
+
+
+@router.get("/models", response_model=ModelList, summary="Models, versions, default version, readiness")
+async def list_models(registry: RegistryDep, settings: SettingsDep) -> dict[str, Any]:
+    return {
+        "default_model": settings.default_model,
+        "models": [
+            {
+                "name": name,
+                "versions": sorted(versions),
+                "default_version": max(versions),
+                "ready": True,
+            }
+            for name, versions in sorted(registry.models.items())
+        ],
+    }
+
+
+@router.get("/models/{name}", response_model=ModelMetadata, summary="Metadata of the default version")
+async def model_metadata(name: str, registry: RegistryDep, settings: SettingsDep) -> dict[str, Any]:
+    return metadata(registry.get(name), registry, settings)
+
+
+@router.get(
+    "/models/{name}/versions/{version}",
+    response_model=ModelMetadata,
+    summary="Metadata of a version",
+)
+async def version_metadata(
+    name: str, version: int, registry: RegistryDep, settings: SettingsDep
+) -> dict[str, Any]:
+    return metadata(registry.get(name, version), registry, settings)
+
+
+@router.post(
+    "/admin/reload",
+    dependencies=[Depends(require_admin_key)],
+    summary="Rescan the model repository",
+)
+async def reload_models(registry: RegistryDep) -> dict[str, Any]:
+    registry.load_all()
+    return {
+        "models": {name: sorted(v) for name, v in registry.models.items()},
+        "failures": registry.failures,
+    }
+
+
+def metadata(loaded: LoadedModel, registry: ModelRegistry, settings: Settings) -> dict[str, Any]:
+    manifest = loaded.manifest
+    spec = manifest.spec
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "versions": sorted(registry.models[manifest.name]),
+        "input": {
+            "shape": list(spec.input_shape),
+            "value_range": [0.0, 1.0],
+            "json": 'instances: 28x28 or flat 784 arrays in [0, 1], or {"b64": image}',
+            "media_types": ["application/json", "multipart/form-data", *ACCEPTED_MEDIA_TYPES],
+            "max_instances": settings.max_instances,
+            "normalization": manifest.normalization.to_dict(),
+        },
+        "classes": manifest.class_names,
+        "architecture": manifest.to_dict()["architecture"],
+        "metrics": manifest.metrics,
+        "uncertainty": {
+            "method": "mc-dropout",
+            "samples_default": settings.mc_samples_default,
+            "samples_max": settings.mc_samples_max,
+            "ood_threshold": manifest.calibration.ood_threshold,
+            "ood_score": "mutual_information",
+            "ood_calibration": manifest.calibration.to_dict(),
+        },
+        "provenance": manifest.provenance,
+    }
