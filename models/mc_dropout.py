@@ -60,9 +60,10 @@ def mc_dropout_logits(
     """T stochastic forward passes: x (B, ...) in [0, 1] -> logits (T, B, C).
 
     "shared_prefix" replicates only the activation at the first dropout; "replicate" copies the
-    whole input T times (as baal does); "loop" runs T separate passes. All three draw the same
-    masks from the same generator state, so they give identical samples (for shared_prefix, when
-    the passes fit one chunk of `_CHUNK_ELEMENTS`).
+    whole input T times (as baal does); "loop" runs T separate passes. shared_prefix and replicate
+    draw the same masks in the same order, so they give identical samples (when the passes fit one
+    chunk of `_CHUNK_ELEMENTS`); the loop draws them pass by pass, identical with one dropout
+    layer and the same distribution with several.
     """
     if samples < 1:
         raise ValueError("samples must be at least 1")

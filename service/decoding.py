@@ -75,7 +75,8 @@ def instances_to_pixels(instances: Any, settings: Settings) -> np.ndarray:
     _check_count(len(instances), settings)
     if all(isinstance(item, list) for item in instances):
         try:  # fast path: one conversion for the whole batch, no per-element Python work
-            batch = np.asarray(instances, dtype=np.float32)
+            with np.errstate(over="ignore"):  # out-of-range values become inf, refused below
+                batch = np.asarray(instances, dtype=np.float32)
         except (ValueError, TypeError):
             batch = None  # ragged or non-numeric: find and name the bad instance below
         if batch is not None and batch.shape[1:] in ((28, 28), (PIXELS,)):

@@ -6,6 +6,7 @@ It admits only what numpy needs to rebuild plain arrays; any other global (funct
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 from typing import Any
@@ -22,6 +23,8 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    # Protocol-2 pickles written by Python 3 rebuild byte buffers with it; it only encodes text.
+    ("_codecs", "encode"): codecs.encode,
 }
 
 
