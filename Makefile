@@ -31,7 +31,7 @@ serve: setup
 train: setup
 	$(BIN)/python -m training --dataset mnist --recipe seed --artifacts $(ARTIFACTS)
 
-test: setup
+test: setup data
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
         )
     )
+    if path is None:
+        return 0  # a torchrun rank other than 0: rank 0 publishes
     headline = json.loads((path / "model.json").read_text())["metrics"]
     print(f"artifact: {path}")
     print(json.dumps(headline, indent=2))

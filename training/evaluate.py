@@ -1,16 +1,28 @@
-"""Evaluation of a trained network: deterministic and MC-mean metrics, OOD calibration."""
+"""Test-set evaluation of a trained network: the deterministic net and the MC-dropout mean side by
+side, MC convergence in T, reliability, selective prediction; and the OOD threshold calibration."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from models.mc_dropout import deterministic_probabilities, generator_for, mc_dropout_probabilities
 from models.network import DropoutMLP
-from models.uncertainty import UncertaintySummary, summarize
-from training.metrics import classification_metrics
+from models.uncertainty import UncertaintySummary, entropy, summarize
+from training.metrics import (
+    classification_metrics,
+    quantile_threshold,
+    reliability_bins,
+    selective_accuracy,
+)
 
 EVAL_BATCH = 1000
+MC_GRID = (1, 10, 30, 100, 300)  # numbers of passes reported, so convergence in T is visible
+ABSTAIN = (0.0, 0.05, 0.10, 0.20)  # selective prediction: share of most-uncertain inputs set aside
+ECE_BINS = 15
 
 
 def predict_deterministic(model: DropoutMLP, x: Tensor) -> Tensor:
@@ -20,29 +32,96 @@ def predict_deterministic(model: DropoutMLP, x: Tensor) -> Tensor:
     )
 
 
+def _concat(parts: list[UncertaintySummary]) -> UncertaintySummary:
+    fields = UncertaintySummary.__dataclass_fields__
+    return UncertaintySummary(**{name: torch.cat([getattr(p, name) for p in parts]) for name in fields})
+
+
 def mc_summaries(model: DropoutMLP, x: Tensor, samples: int, seed: int) -> UncertaintySummary:
     """MC-dropout summaries for every input, batched; one generator for the whole set."""
     generator = generator_for(seed, x.device)
-    parts = [
-        summarize(mc_dropout_probabilities(model, x[i : i + EVAL_BATCH], samples, generator))
-        for i in range(0, len(x), EVAL_BATCH)
-    ]
-    return UncertaintySummary(
-        **{
-            name: torch.cat([getattr(p, name) for p in parts])
-            for name in UncertaintySummary.__dataclass_fields__
-        }
+    return _concat(
+        [
+            summarize(mc_dropout_probabilities(model, x[i : i + EVAL_BATCH], samples, generator))
+            for i in range(0, len(x), EVAL_BATCH)
+        ]
     )
 
 
-def evaluate(model: DropoutMLP, x: Tensor, y: Tensor, samples: int = 100, seed: int = 0) -> dict[str, object]:
-    """Test-set metrics of the deterministic net and of the MC mean side by side."""
-    deterministic = classification_metrics(predict_deterministic(model, x), y)
-    summary = mc_summaries(model, x, samples, seed)
-    mc = classification_metrics(summary.mean_probabilities, y)
-    mc["mean_mutual_information"] = summary.mutual_information.mean().item()
-    mc["mean_predictive_entropy"] = summary.predictive_entropy.mean().item()
-    return {"deterministic": deterministic, f"mc_t{samples}": mc, "mc_samples": samples, "n": len(y)}
+@dataclass
+class TestEvaluation:
+    metrics: dict[str, Any]  # the "test" section of metrics.json
+    deterministic: Tensor  # (N, C) eval-mode probabilities
+    summary: UncertaintySummary  # MC statistics at the primary number of passes
+
+
+def evaluate(
+    model: DropoutMLP,
+    x: Tensor,
+    y: Tensor,
+    samples: int = 100,
+    seed: int = 0,
+    grid: tuple[int, ...] = MC_GRID,
+) -> TestEvaluation:
+    """Deterministic and MC-mean metrics; MC at every T in `grid` plus `samples` (the primary T).
+
+    The largest T is sampled once per batch and every smaller T is its first passes, so the whole
+    grid costs max(T) passes, not their sum; the primary T's statistics feed OOD and selection.
+    """
+    counts = sorted({*grid, samples})
+    generator = generator_for(seed, x.device)
+    means: dict[int, list[Tensor]] = {t: [] for t in counts}
+    aleatoric: dict[int, list[Tensor]] = {t: [] for t in counts}
+    parts = []
+    for i in range(0, len(x), EVAL_BATCH):
+        probs = mc_dropout_probabilities(model, x[i : i + EVAL_BATCH], counts[-1], generator)  # (T, B, C)
+        running_probs = probs.cumsum(0)  # (T, B, C)
+        running_entropy = entropy(probs).cumsum(0)  # (T, B)
+        for t in counts:
+            means[t].append(running_probs[t - 1] / t)
+            aleatoric[t].append(running_entropy[t - 1] / t)
+        parts.append(summarize(probs[:samples]))
+    summary = _concat(parts)
+    deterministic = predict_deterministic(model, x)
+
+    metrics: dict[str, Any] = {
+        "n": len(y),
+        "mc_samples": samples,
+        "mc_grid": counts,
+        "deterministic": classification_metrics(deterministic, y),
+    }
+    for t in counts:
+        mean = torch.cat(means[t])  # (N, C)
+        total = entropy(mean)
+        mc = classification_metrics(mean, y)
+        mc["mean_predictive_entropy"] = total.mean().item()
+        mc["mean_mutual_information"] = (total - torch.cat(aleatoric[t])).clamp_min(0).mean().item()
+        metrics[f"mc_t{t}"] = mc
+    metrics["reliability"] = {
+        "bins": ECE_BINS,
+        "deterministic": reliability_bins(deterministic, y, ECE_BINS),
+        "mc": reliability_bins(summary.mean_probabilities, y, ECE_BINS),
+    }
+    metrics["selective"] = selective_prediction(deterministic, summary, y)
+    return TestEvaluation(metrics=metrics, deterministic=deterministic, summary=summary)
+
+
+def selective_prediction(
+    deterministic: Tensor, summary: UncertaintySummary, y: Tensor, abstain: tuple[float, ...] = ABSTAIN
+) -> dict[str, list[float]]:
+    """Accuracy on what is kept after abstaining on the most uncertain share, per ranking."""
+    det_correct = deterministic.argmax(-1) == y
+    mc_correct = summary.mean_probabilities.argmax(-1) == y
+    rankings = {
+        "deterministic_max_probability": (det_correct, -deterministic.max(-1).values),
+        "mc_max_probability": (mc_correct, -summary.mean_probabilities.max(-1).values),
+        "mc_predictive_entropy": (mc_correct, summary.predictive_entropy),
+        "mc_mutual_information": (mc_correct, summary.mutual_information),
+    }
+    table: dict[str, list[float]] = {"abstain": list(abstain)}
+    for name, (correct, uncertainty) in rankings.items():
+        table[name] = [selective_accuracy(correct, uncertainty, share) for share in abstain]
+    return table
 
 
 def calibrate_ood_threshold(
@@ -50,4 +129,4 @@ def calibrate_ood_threshold(
 ) -> float:
     """Mutual information at the `quantile` of the validation set: above it, an input is flagged OOD."""
     mutual_information = mc_summaries(model, x_val, samples, seed).mutual_information
-    return torch.quantile(mutual_information.double(), quantile).item()
+    return quantile_threshold(mutual_information, quantile)

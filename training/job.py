@@ -17,10 +17,12 @@ import models
 from models.artifact import save_artifact
 from models.network import DropoutMLP
 from models.spec import Calibration, Manifest, Normalization
+from training import distributed
+from training.card import card_files
 from training.datasets import DATASETS, load_dataset
-from training.evaluate import calibrate_ood_threshold, evaluate
 from training.loop import train
 from training.recipes import Recipe
+from training.report import evaluation_report, headline_metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,47 +57,53 @@ def git_commit() -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def run(config: JobConfig) -> Path:
-    """Train, evaluate and publish one artifact; returns its folder."""
+def run(config: JobConfig) -> Path | None:
+    """Train, evaluate and publish one artifact; returns its folder (None on ranks other than 0)."""
+    context = distributed.setup(config.device)
+    try:
+        return _run(config, context)
+    finally:
+        distributed.teardown(context)
+
+
+def _run(config: JobConfig, context: distributed.Context) -> Path | None:
     assert config.recipe is not None, "a recipe is required"
     recipe = config.recipe
-    torch.manual_seed(config.seed)
-    splits = load_dataset(config.dataset, config.data_dir)
-    x_all, y_all = to_tensors(splits.x_train, splits.y_train, config.device)
+    device = context.device
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    with distributed.main_first(context):  # one rank fetches and caches, the others then read
+        splits = load_dataset(config.dataset, config.data_dir)
+    x_all, y_all = to_tensors(splits.x_train, splits.y_train, device)
     x_train, y_train = x_all[: -recipe.validation_size], y_all[: -recipe.validation_size]
     x_val, y_val = x_all[-recipe.validation_size :], y_all[-recipe.validation_size :]
     if config.train_limit:
         x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
-    x_test, y_test = to_tensors(splits.x_test, splits.y_test, config.device)
+    x_test, y_test = to_tensors(splits.x_test, splits.y_test, device)
 
     mean, std = x_train.mean().item(), x_train.std().item()
     normalization = Normalization(mean=round(mean, 4), std=round(std, 4))
-    model = DropoutMLP(recipe.spec, normalization).to(config.device)
+    model = DropoutMLP(recipe.spec, normalization).to(device)
 
     started = time.perf_counter()
-    history = train(model, recipe, x_train, y_train, x_val, y_val, config.seed, config.progress)
+    progress = config.progress and context.is_main
+    history = train(model, recipe, x_train, y_train, x_val, y_val, config.seed, progress)
     train_seconds = time.perf_counter() - started
+    if not context.is_main:
+        return None  # every rank holds the same weights; rank 0 evaluates and publishes
 
-    test = evaluate(model, x_test, y_test, samples=config.mc_samples, seed=config.seed)
-    threshold = calibrate_ood_threshold(model, x_val, samples=config.mc_samples, seed=config.seed)
+    report = evaluation_report(model, config.dataset, x_val, x_test, y_test, config.mc_samples, config.seed)
+    threshold = report.ood_threshold
     metrics = {
         "dataset": config.dataset,
         "recipe": recipe.name,
         "train_seconds": train_seconds,
+        "threads": torch.get_num_threads(),
         "train_size": len(x_train),
         "validation_size": len(x_val),
-        "test": test,
         "history": [h.to_dict() for h in history],
-        "ood_threshold": threshold,
+        **report.metrics,
     }
-    mc_key = f"mc_t{config.mc_samples}"
-    headline = {
-        "test_accuracy": test["deterministic"]["accuracy"],  # type: ignore[index]
-        "test_accuracy_mc": test[mc_key]["accuracy"],  # type: ignore[index]
-        "test_nll_mc": test[mc_key]["nll"],  # type: ignore[index]
-        "test_ece_mc": test[mc_key]["ece"],  # type: ignore[index]
-        "train_seconds": round(train_seconds, 2),
-    }
+    headline = headline_metrics(metrics)
     manifest = Manifest(
         name=config.name or DEFAULT_MODEL_NAMES[config.dataset],
         spec=recipe.spec,
@@ -108,6 +116,7 @@ def run(config: JobConfig) -> Path:
             "seed": config.seed,
             "epochs": recipe.epochs,
             "device": config.device,
+            "world_size": context.world_size,
             "train_limit": config.train_limit,
             "created_unix": int(time.time()),
             "versions": {
@@ -124,7 +133,10 @@ def run(config: JobConfig) -> Path:
         config.artifacts,
         model.cpu(),
         manifest,
-        extra_files={"metrics.json": (json.dumps(metrics, indent=2) + "\n").encode()},
+        extra_files={
+            "metrics.json": (json.dumps(metrics, indent=2) + "\n").encode(),
+            **card_files(manifest.to_dict(), metrics, report.rotation_thumbnails),
+        },
     )
     log.info("wrote %s", path)
     return path

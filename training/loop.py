@@ -11,6 +11,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from models.network import DropoutMLP
+from training import distributed
 from training.recipes import Recipe
 
 
@@ -58,9 +59,14 @@ def train(
     seed: int,
     progress: bool = True,
 ) -> list[EpochStats]:
-    """Train in place; the same seed, data and thread count give the same weights."""
+    """Train in place; the same seed, data and thread count give the same weights.
+
+    Under torchrun each rank takes its shard of every epoch's shuffle and DDP averages gradients.
+    """
+    net = distributed.wrap(model)
     optimizer = make_optimizer(model, recipe)
-    steps_per_epoch = math.ceil(len(x_train) / recipe.batch_size)
+    shard_size = len(distributed.shard(torch.arange(len(x_train))))
+    steps_per_epoch = math.ceil(shard_size / recipe.batch_size)
     scheduler = None
     if recipe.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs * steps_per_epoch)
@@ -68,13 +74,13 @@ def train(
     history: list[EpochStats] = []
     for epoch in range(1, recipe.epochs + 1):
         model.train()
-        order = torch.randperm(len(x_train), generator=shuffle).to(x_train.device)
+        order = distributed.shard(torch.randperm(len(x_train), generator=shuffle)).to(x_train.device)
         seen, loss_sum, correct = 0, 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{recipe.epochs}", disable=not progress)
         for step in bar:
             index = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             xb, yb = x_train[index], y_train[index]
-            logits = model(xb)
+            logits = net(xb)
             loss = F.cross_entropy(logits, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
