@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
+from service.batching import ShedWhenFull
 from service.errors import install_error_handlers
 from service.inference import InferenceRunner
 from service.limits import BodySizeLimit
@@ -25,6 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
+        app.state.runner.batcher.start()
         app.state.registry.load_all()
         if not app.state.registry.ready:
             log.warning(
@@ -32,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.model_repository,
             )
         yield
+        await app.state.runner.batcher.stop()
 
     app = FastAPI(
         title="dropserve",
@@ -41,9 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.registry = ModelRegistry(settings.model_repository, settings.device)
-    app.state.runner = InferenceRunner(settings.queue_max, settings.request_timeout_s)
+    app.state.runner = InferenceRunner(settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ShedWhenFull, batcher=lambda: app.state.runner.batcher)  # outermost: cheapest 503
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(inference.router)

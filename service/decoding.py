@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 from fastapi import Request
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from service.errors import ApiError
 from service.images import ACCEPTED_MEDIA_TYPES, decode_image
@@ -35,6 +36,13 @@ class InferenceRequest:
 
 
 async def read_inference_request(request: Request, settings: Settings) -> InferenceRequest:
+    try:
+        return await _read(request, settings)
+    except ClientDisconnect:  # nobody is left to answer; not a server error
+        raise ApiError(400, "the client closed the connection before the body was complete") from None
+
+
+async def _read(request: Request, settings: Settings) -> InferenceRequest:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     options: dict[str, Any] = dict(request.query_params)
     if media_type == "application/json" or media_type.endswith("+json"):

@@ -1,23 +1,27 @@
-"""Runs the model core off the event loop, with a bounded number of waiting requests."""
+"""The model core for the service: batched predict and uncertainty, run off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
-from starlette.concurrency import run_in_threadpool
 
 from models.artifact import LoadedModel
-from models.mc_dropout import deterministic_probabilities, generator_for, mc_dropout_probabilities
-from models.uncertainty import summarize
+from models.mc_dropout import (
+    MIN_BATCH_ROWS,
+    deterministic_probabilities,
+    generator_for,
+    mc_dropout_logits_segments,
+)
+from models.uncertainty import UncertaintySummary, summarize
+from service.batching import Job, MicroBatcher
 from service.errors import ApiError
-
-T = TypeVar("T")
+from service.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -36,30 +40,12 @@ class UncertaintyResult:
 
 
 def predict(loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
-    """(B, 784) -> (B, C) eval-mode probabilities."""
+    """(B, 784) -> (B, C) eval-mode probabilities; a row's answer does not depend on its batch."""
+    rows = pixels.shape[0]
+    if rows < MIN_BATCH_ROWS:  # BLAS rounds 1-3-row matrices differently: see MIN_BATCH_ROWS
+        pixels = np.concatenate([pixels, np.zeros((MIN_BATCH_ROWS - rows, pixels.shape[1]), pixels.dtype)])
     x = torch.from_numpy(pixels).to(next(loaded.model.parameters()).device)
-    return deterministic_probabilities(loaded.model, x).cpu().numpy()
-
-
-def uncertainty(
-    loaded: LoadedModel, pixels: np.ndarray, samples: int, seed: int, return_samples: bool
-) -> UncertaintyResult:
-    """T MC-dropout passes from a generator seeded with `seed`: the same seed, the same answer."""
-    device = next(loaded.model.parameters()).device
-    x = torch.from_numpy(pixels).to(device)
-    probs = mc_dropout_probabilities(loaded.model, x, samples, generator_for(seed, device))  # (T, B, C)
-    summary = summarize(probs)
-    return UncertaintyResult(
-        mean_probabilities=summary.mean_probabilities.cpu().numpy(),
-        std=summary.std.cpu().numpy(),
-        predictive_entropy=summary.predictive_entropy.cpu().numpy(),
-        expected_entropy=summary.expected_entropy.cpu().numpy(),
-        mutual_information=summary.mutual_information.cpu().numpy(),
-        variation_ratio=summary.variation_ratio.cpu().numpy(),
-        samples=samples,
-        seed=seed,
-        sample_probabilities=probs.transpose(0, 1).cpu().numpy() if return_samples else None,
-    )
+    return deterministic_probabilities(loaded.model, x)[:rows].cpu().numpy()
 
 
 def fresh_seed() -> int:
@@ -67,23 +53,99 @@ def fresh_seed() -> int:
     return secrets.randbelow(2**31)
 
 
+def predict_batch(jobs: list[Job]) -> list[np.ndarray]:
+    """Deterministic predictions of jobs of one model as one forward pass: each job's (B_i, C)."""
+    loaded = jobs[0].loaded
+    probabilities = predict(loaded, np.concatenate([job.pixels for job in jobs]))
+    return np.split(probabilities, np.cumsum([job.rows for job in jobs[:-1]]))
+
+
+def uncertainty_batch(jobs: list[Job]) -> list[UncertaintyResult]:
+    """MC dropout for jobs of one model and T as one shared-prefix pass, each with its own seed."""
+    loaded, samples = jobs[0].loaded, jobs[0].samples
+    assert samples is not None
+    device = next(loaded.model.parameters()).device
+    x = torch.from_numpy(np.concatenate([job.pixels for job in jobs])).to(device)
+    generators = [generator_for(job.seed, device) for job in jobs]
+    logits = mc_dropout_logits_segments(loaded.model, x, samples, generators, [job.rows for job in jobs])
+    with torch.inference_mode():
+        probs, fields = _summaries_in_blocks(logits)
+    results, first = [], 0
+    for job in jobs:
+        rows = slice(first, first + job.rows)
+        first += job.rows
+        results.append(
+            UncertaintyResult(
+                **{name: values[rows] for name, values in fields.items()},
+                samples=samples,
+                seed=job.seed,
+                sample_probabilities=probs[:, rows].transpose(0, 1).numpy() if job.return_samples else None,
+            )
+        )
+    return results
+
+
+# Summaries run over fixed (T, _SUMMARY_ROWS, C) blocks, the last one zero-padded. Batched
+# reductions round a row differently with the batch shape around it (the same seed must give the
+# same bytes whatever shares the batch); in blocks of one fixed shape every row gets the same
+# arithmetic (checked in tests/service/test_batching.py), at a fraction of the cost of
+# summarizing each request apart.
+_SUMMARY_ROWS = 16
+
+
+def _summaries_in_blocks(logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    """(T, B, C) logits -> softmax (T, B, C) and UncertaintySummary fields as numpy, rows first."""
+    samples, rows, classes = logits.shape
+    padding = -rows % _SUMMARY_ROWS
+    if padding:
+        logits = torch.cat([logits, logits.new_zeros(samples, padding, classes)], dim=1)
+    blocks = [
+        (probs := torch.softmax(logits[:, i : i + _SUMMARY_ROWS].contiguous(), dim=-1), summarize(probs))
+        for i in range(0, rows + padding, _SUMMARY_ROWS)
+    ]
+    names = [f.name for f in dataclasses.fields(UncertaintySummary)]
+    fields = {name: torch.cat([getattr(s, name) for _, s in blocks])[:rows].cpu().numpy() for name in names}
+    return torch.cat([p for p, _ in blocks], dim=1)[:, :rows].cpu(), fields
+
+
+def compute(jobs: list[Job]) -> list[Any]:
+    """The batcher's compute: jobs share a key, so one model and one kind."""
+    return predict_batch(jobs) if jobs[0].samples is None else uncertainty_batch(jobs)
+
+
 class InferenceRunner:
-    """Admits at most `queue_max` requests at once and runs each in a worker thread."""
+    """The routes' door to inference: micro-batches requests, bounded queue, request timeout."""
 
-    def __init__(self, queue_max: int, timeout_s: float) -> None:
-        self.queue_max = queue_max
-        self.timeout_s = timeout_s
-        self.in_flight = 0
+    def __init__(self, settings: Settings) -> None:
+        self.timeout_s = settings.request_timeout_s
+        self.batcher = MicroBatcher(
+            compute,
+            max_rows=settings.batch_max_size,
+            max_wait_s=settings.batch_max_wait_ms / 1000,
+            queue_max=settings.queue_max,
+            queue_wait_s=settings.queue_max_wait_ms / 1000,
+            # torch's intra-op thread count is per OS thread (OpenMP): set it where inference runs
+            thread_setup=lambda: torch.set_num_threads(settings.torch_threads),
+        )
 
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
-        if self.in_flight >= self.queue_max:
-            raise ApiError(503, "server is at capacity; retry shortly", headers={"Retry-After": "1"})
-        self.in_flight += 1
+    def check_capacity(self) -> None:
+        """503 with Retry-After when the queue is full; call before reading the body."""
+        self.batcher.check_capacity()
+
+    async def predict(self, loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
+        """(B, 784) -> (B, C) eval-mode probabilities, batched with concurrent requests."""
+        return await self._submit(Job(loaded, pixels, None))
+
+    async def uncertainty(
+        self, loaded: LoadedModel, pixels: np.ndarray, samples: int, seed: int, return_samples: bool
+    ) -> UncertaintyResult:
+        """T MC-dropout passes seeded with `seed`, batched: the same seed, the same answer."""
+        return await self._submit(Job(loaded, pixels, samples, seed, return_samples))
+
+    async def _submit(self, job: Job) -> Any:
         try:
-            return await asyncio.wait_for(run_in_threadpool(function, *args), self.timeout_s)
+            return await asyncio.wait_for(self.batcher.submit(job), self.timeout_s)
         except TimeoutError:
             raise ApiError(
                 503, f"inference took longer than {self.timeout_s} s", headers={"Retry-After": "1"}
             ) from None
-        finally:
-            self.in_flight -= 1

@@ -38,10 +38,15 @@ class Settings(BaseSettings):
     """Most instances one batched forward pass gathers across concurrent requests."""
     batch_max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
     """Longest a request waits for others to join its batch."""
-    queue_max: int = Field(1024, ge=1)
-    """Requests waiting for inference before new ones get 503 with Retry-After."""
+    queue_max: int = Field(128, ge=1)
+    """Requests waiting for inference before new ones get 503 with Retry-After (refused before
+    the body is read, so shedding stays cheap)."""
+    queue_max_wait_ms: float = Field(250.0, gt=0.0)
+    """Longest a request may sit in the queue; one that waited longer gets 503 with Retry-After,
+    which keeps accepted requests' latency bounded under overload."""
     torch_threads: int = Field(1, ge=1, le=256)
-    """Intra-op threads for torch; small MLP batches run fastest on one."""
+    """Intra-op threads for torch; small MLP batches run fastest on one, and with one a request's
+    answer does not depend on what shares its micro-batch."""
     request_timeout_s: float = Field(30.0, gt=0.0)
     """Longest an inference request may wait and run before a 503."""
     device: str = "cpu"

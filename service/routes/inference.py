@@ -41,8 +41,9 @@ async def predict(
     name: str, version: int | None,
 ) -> Response:  # fmt: skip
     loaded = registry.get(name, version)
+    runner.check_capacity()
     body = await read_inference_request(request, settings)
-    probabilities = await runner.run(inference.predict, loaded, body.pixels)
+    probabilities = await runner.predict(loaded, body.pixels)
     return FastJSONResponse(prediction_body(loaded, probabilities))
 
 
@@ -51,10 +52,11 @@ async def uncertainty(
     name: str, version: int | None,
 ) -> Response:  # fmt: skip
     loaded = registry.get(name, version)
+    runner.check_capacity()
     body = await read_inference_request(request, settings)
     samples = body.samples or settings.mc_samples_default
     seed = inference.fresh_seed() if body.seed is None else body.seed
-    result = await runner.run(inference.uncertainty, loaded, body.pixels, samples, seed, body.return_samples)
+    result = await runner.uncertainty(loaded, body.pixels, samples, seed, body.return_samples)
     return FastJSONResponse(uncertainty_body(loaded, result))
 
 

@@ -1,0 +1,25 @@
+# Benchmarks, results in bench/BENCHMARKS.md: `make bench` measures and checks the speed goals,
+# `make bench-smoke` (CI) only checks that every server answers correctly under a little load.
+BENCH_VENV := bench/.venv-litserve
+BENCH_LOCK ?= /tmp/dropserve-cpu.lock
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: bench bench-smoke bench-deps bench-model
+
+# wrk from Debian; LitServe in its own venv, with the CPU build of the torch we use.
+bench-deps: setup
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	@$(BENCH_VENV)/bin/python -c "import litserve, safetensors, torch" 2>/dev/null || \
+		$(BENCH_VENV)/bin/pip install --quiet litserve safetensors numpy \
+			"torch==$$($(BIN)/python -c 'import torch; print(torch.__version__)')"
+
+bench-model: setup
+	@if [ -z "$$(ls -d $(ARTIFACTS)/$(MODEL)/[0-9]* 2>/dev/null)" ]; then $(MAKE) train; fi
+
+# Holds the machine's CPU lock so the figures come from a quiet machine.
+bench: bench-deps bench-model
+	flock $(BENCH_LOCK) $(BIN)/python -m bench.run --artifacts $(ARTIFACTS) --model $(MODEL)
+
+bench-smoke: bench-deps bench-model
+	$(BIN)/python -m bench.run --smoke --artifacts $(ARTIFACTS) --model $(MODEL)

@@ -1,0 +1,56 @@
+"""In-process MC sampler timings: shared prefix vs whole-input replication (baal style) vs a loop
+of T passes, for T = 10, 100, 1000 on the seed and paper architectures (random weights: the
+arithmetic, not the accuracy, is measured)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from models.mc_dropout import Method, generator_for, mc_dropout_logits
+from models.network import DropoutMLP
+from models.spec import MLPSpec
+
+ARCHITECTURES = {
+    "seed": MLPSpec(hidden_sizes=(128,), input_dropout=0.0, hidden_dropout=0.5),
+    "paper": MLPSpec(hidden_sizes=(1024, 1024, 1024), input_dropout=0.2, hidden_dropout=0.5),
+}
+METHODS: tuple[Method, ...] = ("shared_prefix", "replicate", "loop")
+
+
+def time_call(model: DropoutMLP, x: torch.Tensor, samples: int, method: Method, budget_s: float) -> float:
+    """Median seconds of one call, repeating within about `budget_s`."""
+    mc_dropout_logits(model, x, samples, generator_for(0), method)  # warm-up
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
+        start = time.perf_counter()
+        mc_dropout_logits(model, x, samples, generator_for(len(times)), method)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def run(samples_list: tuple[int, ...], budget_s: float, batch: int = 1) -> list[dict[str, object]]:
+    torch.set_num_threads(1)
+    rows: list[dict[str, object]] = []
+    for name, spec in ARCHITECTURES.items():
+        model = DropoutMLP(spec).eval()
+        x = torch.rand(batch, 784, generator=torch.Generator().manual_seed(0))
+        for samples in samples_list:
+            timings = {method: time_call(model, x, samples, method, budget_s) for method in METHODS}
+            rows.append(
+                {
+                    "architecture": name,
+                    "samples": samples,
+                    "batch": batch,
+                    "seconds": timings,
+                    "speedup_vs_replicate": timings["replicate"] / timings["shared_prefix"],
+                    "speedup_vs_loop": timings["loop"] / timings["shared_prefix"],
+                }
+            )
+            print(
+                f"sampler {name} T={samples}: "
+                + ", ".join(f"{m} {t * 1e3:.3f} ms" for m, t in timings.items())
+            )
+    return rows
