@@ -15,7 +15,7 @@ done
 curl -sf http://127.0.0.1:8000/readyz >/dev/null || { cat "$log"; echo "not ready after 300 s"; exit 1; }
 grep -E 'artifact:|test_accuracy|train_seconds' "$log" || true
 
-grep -E '^curl ' README.md | while read -r line; do
+grep -E '^curl .*127\.0\.0\.1:8000' README.md | while read -r line; do
   echo "\$ $line"
   body=$(eval "$line")
   echo "$body" | head -c 300; echo

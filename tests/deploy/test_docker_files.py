@@ -1,0 +1,70 @@
+"""The Docker deployment's static promises: the Dockerfile's contract and the compose stack's wiring.
+
+deploy/ci-docker-e2e.sh proves them by running; these catch a broken edit without a Docker engine.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_dockerfile_bases_runtime_and_user() -> None:
+    text = dockerfile()
+    assert "ARG BASE_IMAGE=python:3.11-slim" in text
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
+    final_stage = text.split("\nFROM ")[-1]
+    assert re.search(r"^USER (?!root)\S+", final_stage, re.MULTILINE), "the final stage must not run as root"
+    assert "/healthz" in final_stage.split("HEALTHCHECK", 1)[1]
+    assert re.search(r'^VOLUME .*"/models"', final_stage, re.MULTILINE)
+    # The CA bundle travels as a secret only; no layer copies it.
+    assert "ca-certificates.crt" not in re.sub(r"^#.*$", "", text, flags=re.MULTILINE)
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    assert lines[lines.index("*")] == "*", "ignore everything, then admit what the image needs"
+    for needed in ("!pyproject.toml", "!models/", "!training/", "!service/", "!deploy/wheelhouse/"):
+        assert needed in lines
+
+
+def test_compose_train_then_replicas_behind_nginx() -> None:
+    services = compose()["services"]
+    assert services["train"]["image"] == services["api"]["image"]
+    assert "training" in " ".join(services["train"]["command"])
+    assert services["api"]["depends_on"]["train"]["condition"] == "service_completed_successfully"
+    assert services["api"]["deploy"]["replicas"] >= 2
+    assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    assert services["nginx"]["depends_on"]["api"]["condition"] == "service_healthy"
+    models_mounts = {
+        s: [v for v in services[s]["volumes"] if v.startswith("models:")] for s in ("train", "api")
+    }
+    assert models_mounts == {"train": ["models:/models"], "api": ["models:/models:ro"]}
+    assert "models" in compose()["volumes"]
+
+
+def test_compose_file_reads_with_compose_v1_too() -> None:
+    document = compose()
+    # docker-compose 1.29 rejects a top-level `name:`; `version:` is obsolete in Compose v2.
+    assert "name" not in document and "version" not in document
+    assert "container_name" not in document["services"]["api"], "replicas need generated names"
+
+
+def test_nginx_balances_the_api_service() -> None:
+    config = (ROOT / "deploy" / "nginx" / "default.conf").read_text()
+    assert re.search(r"upstream (\w+) \{\s*server api:8000", config)
+    mount = next(v for v in compose()["services"]["nginx"]["volumes"] if "default.conf" in v)
+    assert (ROOT / mount.split(":")[0]).resolve() == ROOT / "deploy" / "nginx" / "default.conf"
