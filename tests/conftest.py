@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,15 @@ def publish_tiny(root: Path, name: str = "mnist-mlp", seed: int = 0, threshold: 
         metrics={"test_accuracy": 0.5},
     )
     return save_artifact(root, tiny_model(seed), manifest)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch intra-op thread, as the service runs (torch_threads=1): rows are batch-invariant."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

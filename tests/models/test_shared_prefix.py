@@ -14,13 +14,7 @@ SEED_SPEC = MLPSpec(hidden_sizes=(32,), input_dropout=0.0, hidden_dropout=0.5)
 PAPER_SPEC = MLPSpec(hidden_sizes=(24, 24, 24), input_dropout=0.2, hidden_dropout=0.5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Batch invariance holds with one intra-op thread, as the service runs (torch_threads=1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(rows: int, seed: int) -> torch.Tensor:

@@ -16,14 +16,7 @@ from service import inference
 from service.batching import Job, MicroBatcher
 from service.errors import ApiError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The service runs torch with one intra-op thread (torch_threads=1): batch-invariant rows."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
