@@ -150,10 +150,8 @@ def mc_dropout_logits_segments(
     if len(generators) != len(sizes) or sum(sizes) != x.shape[0]:
         raise ValueError("one generator per segment, and the segment sizes must add up to the batch")
     rows = x.shape[0]
-    padding = max(0, MIN_BATCH_ROWS - rows)
     with torch.inference_mode():
-        if padding:  # padding rows get no dropout and are dropped below
-            x = torch.cat([x.reshape(rows, -1), x.new_zeros(padding, x[0].numel())])
+        x, padding = _pad_rows(x)  # padding rows get no dropout and are dropped below
         prefix, start, rate = _deterministic_prefix(model, x)  # (B + padding, D)
         outputs = []
         for first in range(0, samples, _SEGMENT_PASSES):
@@ -195,9 +193,20 @@ def mc_dropout_probabilities(
 
 
 def deterministic_probabilities(model: DropoutMLP, x: Tensor) -> Tensor:
-    """The eval-mode prediction (no dropout): (B, ...) -> (B, C)."""
+    """The eval-mode prediction (no dropout): (B, ...) -> (B, C); a row's answer does not depend
+    on the batch around it."""
+    rows = x.shape[0]
     with torch.inference_mode():
-        return torch.softmax(model(x), dim=-1)
+        x, _ = _pad_rows(x)
+        return torch.softmax(model(x)[:rows], dim=-1)
+
+
+def _pad_rows(x: Tensor) -> tuple[Tensor, int]:
+    """(B, ...) -> (max(B, MIN_BATCH_ROWS), D) with zero rows appended, and how many were added."""
+    rows = x.shape[0]
+    padding = max(0, MIN_BATCH_ROWS - rows)
+    x = x.reshape(rows, -1)
+    return (torch.cat([x, x.new_zeros(padding, x.shape[1])]) if padding else x), padding
 
 
 def generator_for(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

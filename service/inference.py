@@ -13,7 +13,6 @@ import torch
 
 from models.artifact import LoadedModel
 from models.mc_dropout import (
-    MIN_BATCH_ROWS,
     deterministic_probabilities,
     generator_for,
     mc_dropout_logits_segments,
@@ -41,11 +40,8 @@ class UncertaintyResult:
 
 def predict(loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
     """(B, 784) -> (B, C) eval-mode probabilities; a row's answer does not depend on its batch."""
-    rows = pixels.shape[0]
-    if rows < MIN_BATCH_ROWS:  # BLAS rounds 1-3-row matrices differently: see MIN_BATCH_ROWS
-        pixels = np.concatenate([pixels, np.zeros((MIN_BATCH_ROWS - rows, pixels.shape[1]), pixels.dtype)])
     x = torch.from_numpy(pixels).to(next(loaded.model.parameters()).device)
-    return deterministic_probabilities(loaded.model, x)[:rows].cpu().numpy()
+    return deterministic_probabilities(loaded.model, x).cpu().numpy()
 
 
 def fresh_seed() -> int:
