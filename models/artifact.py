@@ -36,6 +36,7 @@ class LoadedModel:
     model: DropoutMLP
     manifest: Manifest
     path: Path
+    device: torch.device  # where the weights live; inputs go there
 
 
 def sha256_file(path: Path) -> str:
@@ -133,4 +134,4 @@ def load_artifact(path: Path, device: torch.device | str = "cpu") -> LoadedModel
     model.to(device).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return LoadedModel(model=model, manifest=manifest, path=path)
+    return LoadedModel(model=model, manifest=manifest, path=path, device=torch.device(device))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -25,10 +26,6 @@ async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-async def get_runner(request: Request) -> InferenceRunner:
-    return request.app.state.runner
-
-
 def _check_bearer(request: Request, expected: str, what: str) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -40,9 +37,22 @@ def _check_bearer(request: Request, expected: str, what: str) -> None:
         )
 
 
-async def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
-    if settings.api_key is not None:
-        _check_bearer(request, settings.api_key.get_secret_value(), "inference")
+@dataclass(frozen=True)
+class Serving:
+    """What an inference route needs, handed over as one dependency: each dependency FastAPI
+    resolves costs every request event-loop time, and inference requests are most of the load."""
+
+    settings: Settings
+    registry: ModelRegistry
+    runner: InferenceRunner
+
+
+async def authorized_serving(request: Request) -> Serving:
+    """The serving context, once the API key (when one is set) checks out."""
+    serving: Serving = request.app.state.serving
+    if serving.settings.api_key is not None:
+        _check_bearer(request, serving.settings.api_key.get_secret_value(), "inference")
+    return serving
 
 
 async def require_admin_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
@@ -53,4 +63,4 @@ async def require_admin_key(request: Request, settings: Annotated[Settings, Depe
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
-RunnerDep = Annotated[InferenceRunner, Depends(get_runner)]
+ServingDep = Annotated[Serving, Depends(authorized_serving)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from models.mc_dropout import (
     generator_for,
     mc_dropout_logits_segments,
 )
-from models.uncertainty import UncertaintySummary, summarize
+from models.uncertainty import UncertaintySummary, summarize_logits
 from service.batching import Job, MicroBatcher
 from service.errors import ApiError
 from service.settings import Settings
@@ -25,14 +24,9 @@ from service.settings import Settings
 
 @dataclass(frozen=True)
 class UncertaintyResult:
-    """Numpy views of an UncertaintySummary; every array has batch size B first."""
+    """One request's MC-dropout answer."""
 
-    mean_probabilities: np.ndarray  # (B, C)
-    std: np.ndarray  # (B, C)
-    predictive_entropy: np.ndarray  # (B,)
-    expected_entropy: np.ndarray  # (B,)
-    mutual_information: np.ndarray  # (B,)
-    variation_ratio: np.ndarray  # (B,)
+    summary: UncertaintySummary[np.ndarray]  # (B, ...) statistics of the request's B inputs
     samples: int
     seed: int
     sample_probabilities: np.ndarray | None  # (B, T, C) when asked for
@@ -40,7 +34,7 @@ class UncertaintyResult:
 
 def predict(loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
     """(B, 784) -> (B, C) eval-mode probabilities; a row's answer does not depend on its batch."""
-    x = torch.from_numpy(pixels).to(next(loaded.model.parameters()).device)
+    x = torch.from_numpy(pixels).to(loaded.device)
     return deterministic_probabilities(loaded.model, x).cpu().numpy()
 
 
@@ -60,48 +54,24 @@ def uncertainty_batch(jobs: list[Job]) -> list[UncertaintyResult]:
     """MC dropout for jobs of one model and T as one shared-prefix pass, each with its own seed."""
     loaded, samples = jobs[0].loaded, jobs[0].samples
     assert samples is not None
-    device = next(loaded.model.parameters()).device
+    device = loaded.device
     x = torch.from_numpy(np.concatenate([job.pixels for job in jobs])).to(device)
     generators = [generator_for(job.seed, device) for job in jobs]
     logits = mc_dropout_logits_segments(loaded.model, x, samples, generators, [job.rows for job in jobs])
-    with torch.inference_mode():
-        probs, fields = _summaries_in_blocks(logits)
+    summary, probs = summarize_logits(logits)  # each input alone: the same answer in any batch
     results, first = [], 0
     for job in jobs:
         rows = slice(first, first + job.rows)
         first += job.rows
         results.append(
             UncertaintyResult(
-                **{name: values[rows] for name, values in fields.items()},
+                summary=summary.rows(rows),
                 samples=samples,
                 seed=job.seed,
-                sample_probabilities=probs[:, rows].transpose(0, 1).numpy() if job.return_samples else None,
+                sample_probabilities=probs[:, rows].transpose(1, 0, 2) if job.return_samples else None,
             )
         )
     return results
-
-
-# Summaries run over fixed (T, _SUMMARY_ROWS, C) blocks, the last one zero-padded. Batched
-# reductions round a row differently with the batch shape around it (the same seed must give the
-# same bytes whatever shares the batch); in blocks of one fixed shape every row gets the same
-# arithmetic (checked in tests/service/test_batching.py), at a fraction of the cost of
-# summarizing each request apart.
-_SUMMARY_ROWS = 16
-
-
-def _summaries_in_blocks(logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    """(T, B, C) logits -> softmax (T, B, C) and UncertaintySummary fields as numpy, rows first."""
-    samples, rows, classes = logits.shape
-    padding = -rows % _SUMMARY_ROWS
-    if padding:
-        logits = torch.cat([logits, logits.new_zeros(samples, padding, classes)], dim=1)
-    blocks = [
-        (probs := torch.softmax(logits[:, i : i + _SUMMARY_ROWS].contiguous(), dim=-1), summarize(probs))
-        for i in range(0, rows + padding, _SUMMARY_ROWS)
-    ]
-    names = [f.name for f in dataclasses.fields(UncertaintySummary)]
-    fields = {name: torch.cat([getattr(s, name) for _, s in blocks])[:rows].cpu().numpy() for name in names}
-    return torch.cat([p for p, _ in blocks], dim=1)[:, :rows].cpu(), fields
 
 
 def compute(jobs: list[Job]) -> list[Any]:
@@ -140,7 +110,8 @@ class InferenceRunner:
 
     async def _submit(self, job: Job) -> Any:
         try:
-            return await asyncio.wait_for(self.batcher.submit(job), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # no extra task per request, unlike wait_for
+                return await self.batcher.submit(job)
         except TimeoutError:
             raise ApiError(
                 503, f"inference took longer than {self.timeout_s} s", headers={"Retry-After": "1"}

@@ -46,20 +46,21 @@ def prediction_body(loaded: LoadedModel, probabilities: np.ndarray) -> dict[str,
 def uncertainty_body(loaded: LoadedModel, result: UncertaintyResult) -> dict[str, Any]:
     names = loaded.manifest.class_names
     threshold = loaded.manifest.calibration.ood_threshold
-    labels = result.mean_probabilities.argmax(-1)
+    summary = result.summary
+    labels = summary.mean_probabilities.argmax(-1)
     predictions = []
     for i, label in enumerate(labels):
-        mutual_information = float(result.mutual_information[i])
+        mutual_information = float(summary.mutual_information[i])
         entry: dict[str, Any] = {
             "label": int(label),
             "class_name": names[label],
-            "confidence": float(result.mean_probabilities[i, label]),
-            "probabilities": result.mean_probabilities[i].tolist(),
-            "std": result.std[i].tolist(),
-            "predictive_entropy": float(result.predictive_entropy[i]),
-            "expected_entropy": float(result.expected_entropy[i]),
+            "confidence": float(summary.mean_probabilities[i, label]),
+            "probabilities": summary.mean_probabilities[i].tolist(),
+            "std": summary.std[i].tolist(),
+            "predictive_entropy": float(summary.predictive_entropy[i]),
+            "expected_entropy": float(summary.expected_entropy[i]),
             "mutual_information": mutual_information,
-            "variation_ratio": float(result.variation_ratio[i]),
+            "variation_ratio": float(summary.variation_ratio[i]),
             "ood": threshold is not None and mutual_information > threshold,
         }
         if result.sample_probabilities is not None:

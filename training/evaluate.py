@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from models.mc_dropout import deterministic_probabilities, generator_for, mc_dropout_probabilities
 from models.network import DropoutMLP
-from models.uncertainty import UncertaintySummary, entropy, summarize
+from models.uncertainty import UncertaintySummary, entropy, summarize_tensor
 from training.metrics import (
     classification_metrics,
     quantile_threshold,
@@ -32,17 +33,19 @@ def predict_deterministic(model: DropoutMLP, x: Tensor) -> Tensor:
     )
 
 
-def _concat(parts: list[UncertaintySummary]) -> UncertaintySummary:
+def _concat(parts: list[UncertaintySummary[Tensor]]) -> UncertaintySummary[Tensor]:
     fields = UncertaintySummary.__dataclass_fields__
-    return UncertaintySummary(**{name: torch.cat([getattr(p, name) for p in parts]) for name in fields})
+    return UncertaintySummary[Tensor](
+        **{name: torch.cat([getattr(p, name) for p in parts]) for name in fields}
+    )
 
 
-def mc_summaries(model: DropoutMLP, x: Tensor, samples: int, seed: int) -> UncertaintySummary:
+def mc_summaries(model: DropoutMLP, x: Tensor, samples: int, seed: int) -> UncertaintySummary[Tensor]:
     """MC-dropout summaries for every input, batched; one generator for the whole set."""
     generator = generator_for(seed, x.device)
     return _concat(
         [
-            summarize(mc_dropout_probabilities(model, x[i : i + EVAL_BATCH], samples, generator))
+            summarize_tensor(mc_dropout_probabilities(model, x[i : i + EVAL_BATCH], samples, generator))
             for i in range(0, len(x), EVAL_BATCH)
         ]
     )
@@ -52,7 +55,7 @@ def mc_summaries(model: DropoutMLP, x: Tensor, samples: int, seed: int) -> Uncer
 class TestEvaluation:
     metrics: dict[str, Any]  # the "test" section of metrics.json
     deterministic: Tensor  # (N, C) eval-mode probabilities
-    summary: UncertaintySummary  # MC statistics at the primary number of passes
+    summary: UncertaintySummary[Tensor]  # MC statistics at the primary number of passes
 
 
 def evaluate(
@@ -71,16 +74,16 @@ def evaluate(
     counts = sorted({*grid, samples})
     generator = generator_for(seed, x.device)
     means: dict[int, list[Tensor]] = {t: [] for t in counts}
-    aleatoric: dict[int, list[Tensor]] = {t: [] for t in counts}
+    aleatoric: dict[int, list[np.ndarray]] = {t: [] for t in counts}
     parts = []
     for i in range(0, len(x), EVAL_BATCH):
         probs = mc_dropout_probabilities(model, x[i : i + EVAL_BATCH], counts[-1], generator)  # (T, B, C)
         running_probs = probs.cumsum(0)  # (T, B, C)
-        running_entropy = entropy(probs).cumsum(0)  # (T, B)
+        running_entropy = entropy(probs.cpu().double().numpy()).cumsum(0)  # (T, B)
         for t in counts:
             means[t].append(running_probs[t - 1] / t)
             aleatoric[t].append(running_entropy[t - 1] / t)
-        parts.append(summarize(probs[:samples]))
+        parts.append(summarize_tensor(probs[:samples]))
     summary = _concat(parts)
     deterministic = predict_deterministic(model, x)
 
@@ -92,10 +95,10 @@ def evaluate(
     }
     for t in counts:
         mean = torch.cat(means[t])  # (N, C)
-        total = entropy(mean)
+        total = entropy(mean.cpu().double().numpy())
         mc = classification_metrics(mean, y)
-        mc["mean_predictive_entropy"] = total.mean().item()
-        mc["mean_mutual_information"] = (total - torch.cat(aleatoric[t])).clamp_min(0).mean().item()
+        mc["mean_predictive_entropy"] = float(total.mean())
+        mc["mean_mutual_information"] = float(np.maximum(total - np.concatenate(aleatoric[t]), 0.0).mean())
         metrics[f"mc_t{t}"] = mc
     metrics["reliability"] = {
         "bins": ECE_BINS,
@@ -107,7 +110,10 @@ def evaluate(
 
 
 def selective_prediction(
-    deterministic: Tensor, summary: UncertaintySummary, y: Tensor, abstain: tuple[float, ...] = ABSTAIN
+    deterministic: Tensor,
+    summary: UncertaintySummary[Tensor],
+    y: Tensor,
+    abstain: tuple[float, ...] = ABSTAIN,
 ) -> dict[str, list[float]]:
     """Accuracy on what is kept after abstaining on the most uncertain share, per ranking."""
     det_correct = deterministic.argmax(-1) == y

@@ -16,7 +16,7 @@ from training.metrics import auroc, average_precision, fraction_above
 OOD_PARTNER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 
 
-def ood_scores(summary: UncertaintySummary, deterministic_probs: Tensor) -> dict[str, Tensor]:
+def ood_scores(summary: UncertaintySummary[Tensor], deterministic_probs: Tensor) -> dict[str, Tensor]:
     """Per-input scores, higher = more likely out of distribution. (B,) each."""
     return {
         "max_probability": -summary.mean_probabilities.max(-1).values,  # MC mean, negated
@@ -49,9 +49,9 @@ def histogram(in_values: Tensor, out_values: Tensor, bins: int = 40) -> dict[str
 
 
 def ood_evaluation(
-    in_summary: UncertaintySummary,
+    in_summary: UncertaintySummary[Tensor],
     in_deterministic: Tensor,
-    out_summary: UncertaintySummary,
+    out_summary: UncertaintySummary[Tensor],
     out_deterministic: Tensor,
     threshold: float | None,
 ) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from models.mc_dropout import generator_for, mc_dropout_probabilities
 from models.network import DropoutMLP
-from models.uncertainty import summarize
+from models.uncertainty import summarize_tensor
 
 ANGLES = tuple(15.0 * step for step in range(12))  # 0, 15, ..., 165 degrees
 
@@ -66,7 +66,7 @@ def rotation_experiment(
         key: [] for key in ("accuracy", "mean_predictive_entropy", "mean_mutual_information")
     }
     for angle in angles:
-        one = summarize(
+        one = summarize_tensor(
             mc_dropout_probabilities(model, rotate(x_test[index : index + 1], angle), samples, generator)
         )
         confidence, label = one.mean_probabilities[0].max(-1)
@@ -74,7 +74,7 @@ def rotation_experiment(
         digit["confidence"].append(confidence.item())
         digit["predictive_entropy"].append(one.predictive_entropy[0].item())
         digit["mutual_information"].append(one.mutual_information[0].item())
-        many = summarize(mc_dropout_probabilities(model, rotate(crowd_x, angle), samples, generator))
+        many = summarize_tensor(mc_dropout_probabilities(model, rotate(crowd_x, angle), samples, generator))
         crowd["accuracy"].append((many.mean_probabilities.argmax(-1) == crowd_y).double().mean().item())
         crowd["mean_predictive_entropy"].append(many.predictive_entropy.mean().item())
         crowd["mean_mutual_information"].append(many.mutual_information.mean().item())

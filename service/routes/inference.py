@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import inference
 from service.decoding import read_inference_request
-from service.dependencies import RegistryDep, RunnerDep, SettingsDep, require_api_key
-from service.registry import ModelRegistry
+from service.dependencies import Serving, ServingDep
 from service.responses import FastJSONResponse, prediction_body, uncertainty_body
 from service.schemas import ERROR_RESPONSES, INFERENCE_BODY, PredictResponse, UncertaintyResponse
-from service.settings import Settings
 
 router = APIRouter(
     prefix="/v1",
     tags=["inference"],
-    dependencies=[Depends(require_api_key)],
     responses=ERROR_RESPONSES,
 )
 
@@ -36,49 +33,37 @@ _UNCERTAINTY: dict[str, Any] = {
 }
 
 
-async def predict(
-    request: Request, settings: Settings, registry: ModelRegistry, runner: inference.InferenceRunner,
-    name: str, version: int | None,
-) -> Response:  # fmt: skip
-    loaded = registry.get(name, version)
-    runner.check_capacity()
-    body = await read_inference_request(request, settings)
-    probabilities = await runner.predict(loaded, body.pixels)
+async def predict(request: Request, serving: Serving, name: str, version: int | None) -> Response:
+    loaded = serving.registry.get(name, version)
+    serving.runner.check_capacity()
+    body = await read_inference_request(request, serving.settings)
+    probabilities = await serving.runner.predict(loaded, body.pixels)
     return FastJSONResponse(prediction_body(loaded, probabilities))
 
 
-async def uncertainty(
-    request: Request, settings: Settings, registry: ModelRegistry, runner: inference.InferenceRunner,
-    name: str, version: int | None,
-) -> Response:  # fmt: skip
-    loaded = registry.get(name, version)
-    runner.check_capacity()
-    body = await read_inference_request(request, settings)
-    samples = body.samples or settings.mc_samples_default
+async def uncertainty(request: Request, serving: Serving, name: str, version: int | None) -> Response:
+    loaded = serving.registry.get(name, version)
+    serving.runner.check_capacity()
+    body = await read_inference_request(request, serving.settings)
+    samples = body.samples or serving.settings.mc_samples_default
     seed = inference.fresh_seed() if body.seed is None else body.seed
-    result = await runner.uncertainty(loaded, body.pixels, samples, seed, body.return_samples)
+    result = await serving.runner.uncertainty(loaded, body.pixels, samples, seed, body.return_samples)
     return FastJSONResponse(uncertainty_body(loaded, result))
 
 
 @router.post("/predict", summary="Predict with the default model", **_PREDICT)
-async def predict_default(
-    request: Request, settings: SettingsDep, registry: RegistryDep, runner: RunnerDep
-) -> Response:
-    return await predict(request, settings, registry, runner, settings.default_model, None)
+async def predict_default(request: Request, serving: ServingDep) -> Response:
+    return await predict(request, serving, serving.settings.default_model, None)
 
 
 @router.post("/uncertainty", summary="MC-dropout uncertainty with the default model", **_UNCERTAINTY)
-async def uncertainty_default(
-    request: Request, settings: SettingsDep, registry: RegistryDep, runner: RunnerDep
-) -> Response:
-    return await uncertainty(request, settings, registry, runner, settings.default_model, None)
+async def uncertainty_default(request: Request, serving: ServingDep) -> Response:
+    return await uncertainty(request, serving, serving.settings.default_model, None)
 
 
 @router.post("/models/{name}/predict", summary="Predict with a model's default version", **_PREDICT)
-async def predict_model(
-    name: str, request: Request, settings: SettingsDep, registry: RegistryDep, runner: RunnerDep
-) -> Response:
-    return await predict(request, settings, registry, runner, name, None)
+async def predict_model(name: str, request: Request, serving: ServingDep) -> Response:
+    return await predict(request, serving, name, None)
 
 
 @router.post(
@@ -86,10 +71,8 @@ async def predict_model(
     summary="Uncertainty with a model's default version",
     **_UNCERTAINTY,
 )
-async def uncertainty_model(
-    name: str, request: Request, settings: SettingsDep, registry: RegistryDep, runner: RunnerDep
-) -> Response:
-    return await uncertainty(request, settings, registry, runner, name, None)
+async def uncertainty_model(name: str, request: Request, serving: ServingDep) -> Response:
+    return await uncertainty(request, serving, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/predict", summary="Predict with a pinned version", **_PREDICT)
@@ -97,11 +80,9 @@ async def predict_version(
     name: str,
     version: int,
     request: Request,
-    settings: SettingsDep,
-    registry: RegistryDep,
-    runner: RunnerDep,
+    serving: ServingDep,
 ) -> Response:
-    return await predict(request, settings, registry, runner, name, version)
+    return await predict(request, serving, name, version)
 
 
 @router.post(
@@ -113,8 +94,6 @@ async def uncertainty_version(
     name: str,
     version: int,
     request: Request,
-    settings: SettingsDep,
-    registry: RegistryDep,
-    runner: RunnerDep,
+    serving: ServingDep,
 ) -> Response:
-    return await uncertainty(request, settings, registry, runner, name, version)
+    return await uncertainty(request, serving, name, version)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.mc_dropout import generator_for, mc_dropout_probabilities
-from models.uncertainty import summarize
+from models.uncertainty import summarize_tensor
 from tests.conftest import tiny_model
 from training.evaluate import MC_GRID, calibrate_ood_threshold, evaluate, mc_summaries
 from training.metrics import classification_metrics, fraction_above
@@ -43,7 +43,7 @@ def test_each_t_uses_the_first_t_passes_of_one_sampling(data):
     assert result.metrics["mc_t3"]["nll"] == pytest.approx(
         classification_metrics(probs[:3].mean(0), y)["nll"]
     )
-    assert torch.allclose(result.summary.mutual_information, summarize(probs[:5]).mutual_information)
+    assert torch.allclose(result.summary.mutual_information, summarize_tensor(probs[:5]).mutual_information)
 
 
 def test_selective_table_and_reliability(data):
