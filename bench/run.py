@@ -129,7 +129,7 @@ def post(port: int, path: str, body: bytes, content_type: str) -> tuple[int, dic
         return answer.status, json.loads(answer.read())
 
 
-def wrk(port: int, load: Load, connections: int, seconds: float) -> dict[str, Any]:
+def wrk_command(port: int, load: Load, connections: int, seconds: float) -> tuple[list[str], dict[str, str]]:
     env = {**os.environ, "BENCH_BODY": str(load.body), "BENCH_CONTENT_TYPE": load.content_type}
     command = [
         "wrk",
@@ -142,7 +142,10 @@ def wrk(port: int, load: Load, connections: int, seconds: float) -> dict[str, An
         str(ROOT / "bench" / "post.lua"),
         f"http://127.0.0.1:{port}{load.path}",
     ]
-    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    return command, env
+
+
+def wrk_result(out: str, connections: int) -> dict[str, Any]:
     match = re.search(r"^BENCH_JSON (.*)$", out, re.MULTILINE)
     if match is None:
         raise RuntimeError(f"wrk printed no summary:\n{out}")
@@ -150,6 +153,12 @@ def wrk(port: int, load: Load, connections: int, seconds: float) -> dict[str, An
     result["req_per_s"] = result["requests"] / (result["duration_us"] / 1e6)
     result["connections"] = connections
     return result
+
+
+def wrk(port: int, load: Load, connections: int, seconds: float) -> dict[str, Any]:
+    command, env = wrk_command(port, load, connections, seconds)
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    return wrk_result(out, connections)
 
 
 def check_answer(server: str, prediction: dict[str, Any], reference: np.ndarray, sampled: bool) -> None:
@@ -289,21 +298,31 @@ def main() -> int:
     return 1 if failed else 0
 
 
+PROBE_CONNECTIONS = 8
+
+
 def run_overload(python: str, env: dict[str, str], load: Load, seconds: float) -> dict[str, Any]:
-    """dropserve at 512 connections: wrk for throughput and statuses, then the Python client for
-    accepted requests' latency apart from the 503s."""
+    """dropserve flooded by wrk at 512 connections (throughput, statuses), while a light probe on
+    a few more connections measures accepted requests' latency apart from the 503s."""
     process = start([python, "-m", "service"], env)
     try:
         wait_ready(PORT, "/readyz", process)
         wrk(PORT, load, 64, 1.0)
-        by_wrk = wrk(PORT, load, 512, seconds)
-        print(
-            f"overload wrk c=512: {by_wrk['req_per_s']:.0f} req/s statuses {by_wrk['statuses']}", flush=True
-        )
-        client = overload(
-            "127.0.0.1", PORT, load.path, load.body.read_bytes(), load.content_type, 512, seconds
-        )
-        print(f"overload client c=512: {client}", flush=True)
+        command, wrk_env = wrk_command(PORT, load, 512, seconds + 2)
+        flood = subprocess.Popen(command, env=wrk_env, stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.0)  # the flood is on before the probe starts
+            body = load.body.read_bytes()
+            probe = PROBE_CONNECTIONS
+            client = overload("127.0.0.1", PORT, load.path, body, load.content_type, probe, seconds)
+            out, _ = flood.communicate(timeout=seconds + 30)
+        finally:
+            if flood.poll() is None:
+                flood.kill()
+        by_wrk = wrk_result(out, 512)
+        rate, statuses = by_wrk["req_per_s"], by_wrk["statuses"]
+        print(f"overload wrk c=512: {rate:.0f} req/s statuses {statuses}", flush=True)
+        print(f"overload probe c={PROBE_CONNECTIONS}: {client}", flush=True)
         return {"wrk": by_wrk, "client": client, "queue_max_wait_ms": _setting("queue_max_wait_ms")}
     finally:
         stop(process)
