@@ -34,9 +34,7 @@ def check_goals(
     floor = _point(http, "floor", "predict json", 64)
     mc64 = _point(http, "dropserve", "uncertainty T=100", 64)
     mc1, p1 = _point(http, "dropserve", "uncertainty T=100", 1), _point(http, "dropserve", "predict json", 1)
-    seed100 = {
-        r["batch"]: r for r in sampler_rows if r["architecture"] == "seed" and r["samples"] == 100
-    }
+    seed100 = {r["batch"]: r for r in sampler_rows if r["architecture"] == "seed" and r["samples"] == 100}
     client = overloaded["client"]
     bound_s = overloaded["queue_max_wait_ms"] / 1000
     return [
