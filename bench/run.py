@@ -170,6 +170,12 @@ def check_answer(server: str, prediction: dict[str, Any], reference: np.ndarray,
         raise RuntimeError(f"{server} answered {prediction}, expected probabilities {reference.tolist()}")
 
 
+ROUNDS = 3
+"""Each server's points are measured in this many interleaved rounds (every load and level once
+per round, after a second of warm-up at that level) and merged: slow drifts of a shared machine
+then fall on all points alike."""
+
+
 def run_server(
     server: Server, loads: list[Load], levels: list[int], seconds: float, reference: np.ndarray
 ) -> list[dict[str, Any]]:
@@ -177,7 +183,6 @@ def run_server(
     process = start(server.command, server.env)
     try:
         wait_ready(PORT, server.ready_path, process)
-        rows = []
         for load in loads:
             _, answer = post(PORT, load.path, load.body.read_bytes(), load.content_type)
             if server.name != "floor":  # the floor answers a constant by design
@@ -188,19 +193,47 @@ def run_server(
                     "uncertainty" in load.path,
                 )
             wrk(PORT, load, 8, min(seconds, 1.0))  # warm-up
-            for connections in levels:
-                result = wrk(PORT, load, connections, seconds)
-                result.update(server=server.name, load=load.label)
-                rate, p50, p99 = result["req_per_s"], result["p50_us"] / 1e3, result["p99_us"] / 1e3
-                print(
-                    f"{server.name:10s} {load.label:18s} c={connections:<3d} {rate:8.0f} req/s "
-                    f"p50 {p50:7.2f} ms p99 {p99:7.2f} ms {result['statuses']}",
-                    flush=True,
-                )
-                rows.append(result)
+        rounds: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for _ in range(ROUNDS):
+            for load in loads:
+                for connections in levels:
+                    wrk(PORT, load, connections, 1.0)  # warm-up at this level, discarded
+                    rounds.setdefault((load.label, connections), []).append(
+                        wrk(PORT, load, connections, seconds / ROUNDS)
+                    )
+        rows = []
+        for (label, connections), parts in rounds.items():
+            result = merge_rounds(parts)
+            result.update(server=server.name, load=label)
+            rate, p50, p99 = result["req_per_s"], result["p50_us"] / 1e3, result["p99_us"] / 1e3
+            print(
+                f"{server.name:10s} {label:18s} c={connections:<3d} {rate:8.0f} req/s "
+                f"p50 {p50:7.2f} ms p99 {p99:7.2f} ms {result['statuses']}",
+                flush=True,
+            )
+            rows.append(result)
         return rows
     finally:
         stop(process)
+
+
+def merge_rounds(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One point from its rounds: requests and time add up, latency percentiles are the median
+    round's (wrk reports percentiles, not the samples behind them)."""
+    merged = dict(parts[0])
+    merged["requests"] = sum(p["requests"] for p in parts)
+    merged["duration_us"] = sum(p["duration_us"] for p in parts)
+    merged["req_per_s"] = merged["requests"] / (merged["duration_us"] / 1e6)
+    for key in ("p50_us", "p90_us", "p99_us"):
+        merged[key] = float(np.median([p[key] for p in parts]))
+    merged["max_us"] = max(p["max_us"] for p in parts)
+    merged["statuses"] = {
+        status: sum(p["statuses"].get(status, 0) for p in parts)
+        for status in sorted({s for p in parts for s in p["statuses"]})
+    }
+    merged["retry_after_503"] = sum(p["retry_after_503"] for p in parts)
+    merged["rounds"] = len(parts)
+    return merged
 
 
 def main() -> int:
@@ -298,7 +331,7 @@ def main() -> int:
     return 1 if failed else 0
 
 
-PROBE_CONNECTIONS = 8
+PROBE_CONNECTIONS = 16
 
 
 def run_overload(python: str, env: dict[str, str], load: Load, seconds: float) -> dict[str, Any]:
