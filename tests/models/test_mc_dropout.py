@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from models.mc_dropout import (
+    coin_bits,
+    coin_bits_numpy,
     deterministic_probabilities,
     dropout_with_generator,
     generator_for,
@@ -94,3 +96,12 @@ def test_no_dropout_means_identical_passes():
 def test_samples_must_be_positive():
     with pytest.raises(ValueError):
         mc_dropout_logits(tiny_model(), torch.rand(1, 784), 0)
+
+
+@pytest.mark.parametrize("width", [1, 63, 64, 128, 1024])
+def test_numpy_bit_unpacking_matches_the_torch_shifts_used_off_cpu(width):
+    words_per_row = -(-width // 63)
+    words = torch.randint(0, 2**63 - 1, (7, 3, words_per_row), generator=torch.Generator().manual_seed(width))
+    by_numpy = torch.from_numpy(coin_bits_numpy(words, width))
+    assert by_numpy.shape == (7, 3, width)
+    assert torch.equal(by_numpy.long(), coin_bits(words, width))
