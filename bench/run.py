@@ -177,7 +177,7 @@ then fall on all points alike."""
 
 
 def run_server(
-    server: Server, loads: list[Load], levels: list[int], seconds: float, reference: np.ndarray
+    server: Server, loads: list[Load], levels: list[int], seconds: float, reference: np.ndarray, rounds: int
 ) -> list[dict[str, Any]]:
     """Start `server` alone, check it answers correctly, load it at each level, stop it."""
     process = start(server.command, server.env)
@@ -193,16 +193,17 @@ def run_server(
                     "uncertainty" in load.path,
                 )
             wrk(PORT, load, 8, min(seconds, 1.0))  # warm-up
-        rounds: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for _ in range(ROUNDS):
+        measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for _ in range(rounds):
             for load in loads:
                 for connections in levels:
-                    wrk(PORT, load, connections, 1.0)  # warm-up at this level, discarded
-                    rounds.setdefault((load.label, connections), []).append(
-                        wrk(PORT, load, connections, seconds / ROUNDS)
+                    if rounds > 1:
+                        wrk(PORT, load, connections, 1.0)  # warm-up at this level, discarded
+                    measured.setdefault((load.label, connections), []).append(
+                        wrk(PORT, load, connections, seconds / rounds)
                     )
         rows = []
-        for (label, connections), parts in rounds.items():
+        for (label, connections), parts in measured.items():
             result = merge_rounds(parts)
             result.update(server=server.name, load=label)
             rate, p50, p99 = result["req_per_s"], result["p50_us"] / 1e3, result["p99_us"] / 1e3
@@ -293,7 +294,7 @@ def main() -> int:
         ]
         http: list[dict[str, Any]] = []
         for server, loads in servers:
-            http += run_server(server, loads, levels, seconds, reference)
+            http += run_server(server, loads, levels, seconds, reference, 1 if args.smoke else ROUNDS)
 
         overloaded = run_overload(python, dropserve_env, json_load, 3.0 if args.smoke else 10.0)
         sampler_rows = sampler.run((10, 100) if args.smoke else (10, 100, 1000), 0.05 if args.smoke else 1.0)
