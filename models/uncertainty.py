@@ -30,7 +30,7 @@ def by_input(values: np.ndarray) -> np.ndarray:
     """Per-pass values (T, B, ...) -> (B, T, ...) float64, contiguous, to be averaged over axis 1.
     Every input is then summed the same way whatever B: numpy sums a contiguous axis pairwise and
     others in sequence, and in (T, B, ...) whether the pass axis is contiguous depends on B."""
-    return np.ascontiguousarray(np.asarray(values, dtype=np.float64).swapaxes(0, 1))
+    return np.ascontiguousarray(np.swapaxes(values, 0, 1), dtype=np.float64)  # one copy
 
 
 def pass_mean(values: np.ndarray) -> np.ndarray:
