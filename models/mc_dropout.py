@@ -101,11 +101,15 @@ def _at_least_rows(layer: Callable[[Tensor], Tensor], h: Tensor) -> Tensor:
     return out.reshape(*h.shape[:-1], out.shape[-1])
 
 
-def _stochastic_suffix(model: DropoutMLP, h: Tensor, start: int, g: torch.Generator | None) -> Tensor:
+Dropout = Callable[[Tensor, float], Tensor]
+"""(activation, rate) -> the activation with dropout applied, from some source of masks."""
+
+
+def _stochastic_suffix(model: DropoutMLP, h: Tensor, start: int, dropout: Dropout) -> Tensor:
     """Run hidden layers from `start` on, each followed by dropout, then the output: (..., C)."""
     for index in range(start, len(model.hidden)):
         h = _at_least_rows(partial(model.hidden_layer, index), h)
-        h = dropout_with_generator(h, model.spec.hidden_dropout, g)
+        h = dropout(h, model.spec.hidden_dropout)
     return _at_least_rows(model.output, h)
 
 
@@ -144,21 +148,22 @@ def mc_dropout_logits(
             return _one_pass(model, replicated.reshape(-1, replicated.shape[-1]), generator).reshape(
                 samples, x.shape[0], -1
             )
+        dropout = partial(dropout_with_generator, generator=generator)
         prefix, start, rate = _deterministic_prefix(model, x)  # (B, D)
         chunk = max(1, _CHUNK_ELEMENTS // max(1, prefix.numel()))
         outputs = []
         for first in range(0, samples, chunk):
             count = min(chunk, samples - first)
             h = prefix.unsqueeze(0).expand(count, -1, -1)  # (T_chunk, B, D)
-            h = dropout_with_generator(h, rate, generator)
-            outputs.append(_stochastic_suffix(model, h, start, generator))  # (T_chunk, B, C)
+            h = dropout(h, rate)
+            outputs.append(_stochastic_suffix(model, h, start, dropout))  # (T_chunk, B, C)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
 def _one_pass(model: DropoutMLP, x: Tensor, generator: torch.Generator | None) -> Tensor:
     """A full stochastic pass with every dropout active: (N, ...) -> (N, C)."""
-    h = dropout_with_generator(model.normalize(x), model.spec.input_dropout, generator)
-    return _stochastic_suffix(model, h, 0, generator)
+    dropout = partial(dropout_with_generator, generator=generator)
+    return _stochastic_suffix(model, dropout(model.normalize(x), model.spec.input_dropout), 0, dropout)
 
 
 def mc_dropout_logits_segments(
@@ -181,16 +186,13 @@ def mc_dropout_logits_segments(
     if len(generators) != len(sizes) or sum(sizes) != x.shape[0]:
         raise ValueError("one generator per segment, and the segment sizes must add up to the batch")
     with torch.inference_mode():
+        dropout = partial(_segment_dropout, generators=generators, sizes=sizes)
         prefix, start, rate = _deterministic_prefix(model, x)  # (B, D)
         outputs = []
         for first in range(0, samples, _SEGMENT_PASSES):
             count = min(_SEGMENT_PASSES, samples - first)
             h = prefix.unsqueeze(0).expand(count, -1, -1)  # (T_chunk, B, D)
-            h = _segment_dropout(h, rate, generators, sizes)
-            for index in range(start, len(model.hidden)):
-                h = _at_least_rows(partial(model.hidden_layer, index), h)
-                h = _segment_dropout(h, model.spec.hidden_dropout, generators, sizes)
-            outputs.append(_at_least_rows(model.output, h))  # (T_chunk, B, C)
+            outputs.append(_stochastic_suffix(model, dropout(h, rate), start, dropout))  # (T_chunk, B, C)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 

@@ -41,17 +41,17 @@ def pass_mean(values: np.ndarray) -> np.ndarray:
 
 def predictive_entropy(probs: np.ndarray) -> np.ndarray:
     """H[mean_t p_t]: total uncertainty. (T, B, C) -> (B,)"""
-    return entropy(pass_mean(by_input(probs)))
+    return summarize(probs).predictive_entropy
 
 
 def expected_entropy(probs: np.ndarray) -> np.ndarray:
     """mean_t H[p_t]: aleatoric uncertainty. (T, B, C) -> (B,)"""
-    return pass_mean(entropy(by_input(probs)))
+    return summarize(probs).expected_entropy
 
 
 def mutual_information(probs: np.ndarray) -> np.ndarray:
     """H[p̄] - mean_t H[p_t]: epistemic uncertainty, clamped at 0 against rounding. (B,)"""
-    return np.maximum(predictive_entropy(probs) - expected_entropy(probs), 0.0)
+    return summarize(probs).mutual_information
 
 
 def variation_ratio(probs: np.ndarray) -> np.ndarray:

@@ -96,7 +96,7 @@ class MicroBatcher:
         return len(self._queue) + self._running
 
     def check_capacity(self) -> None:
-        """Refuse with 503 before the body is read when the queue is full: shedding stays cheap."""
+        """Refuse with 503 when the queue is full (ShedWhenFull refuses the same before the body)."""
         if self.waiting >= self.queue_max:
             message = f"server is at capacity ({self.queue_max} requests queued); retry shortly"
             raise ApiError(503, message, headers={"Retry-After": "1"})

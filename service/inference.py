@@ -94,10 +94,6 @@ class InferenceRunner:
             thread_setup=lambda: torch.set_num_threads(settings.torch_threads),
         )
 
-    def check_capacity(self) -> None:
-        """503 with Retry-After when the queue is full; call before reading the body."""
-        self.batcher.check_capacity()
-
     async def predict(self, loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
         """(B, 784) -> (B, C) eval-mode probabilities, batched with concurrent requests."""
         return await self._submit(Job(loaded, pixels, None))

@@ -35,7 +35,6 @@ _UNCERTAINTY: dict[str, Any] = {
 
 async def predict(request: Request, serving: Serving, name: str, version: int | None) -> Response:
     loaded = serving.registry.get(name, version)
-    serving.runner.check_capacity()
     body = await read_inference_request(request, serving.settings)
     probabilities = await serving.runner.predict(loaded, body.pixels)
     return FastJSONResponse(prediction_body(loaded, probabilities))
@@ -43,7 +42,6 @@ async def predict(request: Request, serving: Serving, name: str, version: int | 
 
 async def uncertainty(request: Request, serving: Serving, name: str, version: int | None) -> Response:
     loaded = serving.registry.get(name, version)
-    serving.runner.check_capacity()
     body = await read_inference_request(request, serving.settings)
     samples = body.samples or serving.settings.mc_samples_default
     seed = inference.fresh_seed() if body.seed is None else body.seed
