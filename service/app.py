@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
-from service.batching import ShedWhenFull
 from service.dependencies import Serving
 from service.errors import install_error_handlers
 from service.inference import InferenceRunner
@@ -18,6 +17,7 @@ from service.registry import ModelRegistry
 from service.routes import health, inference, models
 from service.runtime import keep_freed_memory, settle_heap
 from service.settings import Settings
+from service.shedding import Admission, ShedWhenFull
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = ModelRegistry(settings.model_repository, settings.device)
     app.state.runner = InferenceRunner(settings)
+    app.state.admission = Admission(settings.queue_max)
     app.state.serving = Serving(settings, app.state.registry, app.state.runner)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(ShedWhenFull, batcher=lambda: app.state.runner.batcher)  # outermost: cheapest 503
+    # outermost: the cheapest 503 an ASGI server allows (`python -m service` refuses in the parser)
+    app.add_middleware(ShedWhenFull, admission=app.state.admission)
     for module in (health, models, inference):
         # Not include_router: FastAPI 0.165 walks an included router's route list on every request
         # to validate its route cache, a tenth of the event loop's time under load in profiles.

@@ -1,19 +1,22 @@
 """Micro-batching: concurrent requests share one forward pass, each gets its own answer back.
 
-Requests wait in one bounded queue. A single worker task takes whatever has queued up (while the
-previous batch ran, requests kept arriving: continuous batching), groups it by model and kind, and
-runs each group as one forward pass in one dedicated inference thread. It waits up to
-`max_wait_s` for more only while traffic is concurrent (the previous batch held more than one
-request): a lone client never waits for company that is not coming.
+Requests wait in one bounded queue that the inference thread serves itself: it takes whatever has
+queued up (while the previous batch ran, requests kept arriving: continuous batching), groups it by
+model and kind, runs each group as one forward pass, and hands the answers to the event loop in
+one callback. The event loop never schedules a batch: under load every loop iteration lasts long,
+and an answer that needed the loop to start its batch and again to collect it waited several.
+The thread waits up to `max_wait_s` for more only while traffic is concurrent (the previous batch
+held more than one request): a lone client never waits for company that is not coming.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,7 +42,7 @@ class Job:
     seed: int = 0
     return_samples: bool = False
     future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    enqueued_at: float = 0.0
+    enqueued_at: float = 0.0  # time.monotonic()
 
     @property
     def rows(self) -> int:
@@ -70,92 +73,101 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self.queue_max = queue_max
         self.queue_wait_s = queue_wait_s
+        self.thread_setup = thread_setup
         self.flushes: Counter[FlushReason] = Counter()
         """How many batches left for each reason, for tests and /metrics."""
         self.batch_sizes: Counter[int] = Counter()
         """Requests per batch -> how many batches had that many."""
         self._queue: deque[Job] = deque()
-        self._arrived = asyncio.Event()
-        self._running = 0  # jobs taken off the queue whose answer is not yet out
+        self._changed = threading.Condition()  # guards _queue and _stopping; notified on both
+        self._stopping = False
+        self._running = 0  # jobs of the batch being computed
         self._last_requests = 0
-        self._executor = ThreadPoolExecutor(1, "inference", initializer=thread_setup)
-        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._serve(), name="micro-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name="inference", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        """Answer what is queued, then end the inference thread."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
 
     @property
     def waiting(self) -> int:
         """Requests queued or being computed."""
         return len(self._queue) + self._running
 
+    @property
+    def full(self) -> bool:
+        """Whether a new request would be refused with 503."""
+        return self.waiting >= self.queue_max
+
     def check_capacity(self) -> None:
-        """Refuse with 503 when the queue is full (ShedWhenFull refuses the same before the body)."""
-        if self.waiting >= self.queue_max:
+        """Refuse with 503 when the queue is full (the front door refuses the same before the body)."""
+        if self.full:
             message = f"server is at capacity ({self.queue_max} requests queued); retry shortly"
             raise ApiError(503, message, headers={"Retry-After": "1"})
 
     async def submit(self, job: Job) -> Any:
         """Queue `job` and wait for its answer."""
         self.check_capacity()
-        job.enqueued_at = asyncio.get_running_loop().time()
-        self._queue.append(job)
-        self._arrived.set()
+        job.enqueued_at = time.monotonic()
+        with self._changed:
+            self._queue.append(job)
+            self._changed.notify()
         return await job.future
 
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                self._arrived.clear()
-                await self._arrived.wait()
-            batch, reason = await self._gather()
+    # In the inference thread.
+
+    def _serve(self) -> None:
+        if self.thread_setup is not None:
+            self.thread_setup()
+        while (taken := self._gather()) is not None:
+            batch, reason = taken
             self.flushes[reason] += 1
             self.batch_sizes[len(batch)] += 1
             self._last_requests = len(batch)
-            batch = self._shed_stale(batch, loop.time())
             self._running = len(batch)
             try:
-                outcomes = await loop.run_in_executor(self._executor, self._compute_groups, batch)
-                for job, outcome in zip(batch, outcomes, strict=True):
-                    if job.future.done():  # its client gave up
-                        continue
-                    if isinstance(outcome, BaseException):
-                        job.future.set_exception(outcome)
-                    else:
-                        job.future.set_result(outcome)
+                outcomes = self._compute_fresh(batch, time.monotonic())
+            except Exception as e:  # a bug outside compute: fail this batch, keep serving
+                log.exception("batch failed")
+                outcomes = [e] * len(batch)
             finally:
                 self._running = 0
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(_deliver, batch, outcomes)
 
-    async def _gather(self) -> tuple[list[Job], FlushReason]:
-        """The next batch: whatever is queued, up to max rows, waiting for more only under load."""
-        batch = [self._queue.popleft()]
-        rows = batch[0].rows
-        rows = self._drain(batch, rows)
-        if rows >= self.max_rows or self._queue:  # the next one did not fit
-            return batch, "full"
-        if self.max_wait_s <= 0 or self._last_requests <= 1:
-            return batch, "idle"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait_s
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return batch, "wait"
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
-                return batch, "wait"
-            rows = self._drain(batch, rows)
-            if rows >= self.max_rows or self._queue:
+    def _gather(self) -> tuple[list[Job], FlushReason] | None:
+        """The next batch: whatever is queued, up to max rows, waiting for more only under load;
+        None once stopping with nothing queued."""
+        with self._changed:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._changed.wait()
+            batch = [self._queue.popleft()]
+            rows = self._drain(batch, batch[0].rows)
+            if rows >= self.max_rows or self._queue:  # the next one did not fit
                 return batch, "full"
+            if self.max_wait_s <= 0 or self._last_requests <= 1 or self._stopping:
+                return batch, "idle"
+            deadline = time.monotonic() + self.max_wait_s
+            while (remaining := deadline - time.monotonic()) > 0 and not self._stopping:
+                self._changed.wait(remaining)
+                rows = self._drain(batch, rows)
+                if rows >= self.max_rows or self._queue:
+                    return batch, "full"
+            return batch, "wait"
 
     def _drain(self, batch: list[Job], rows: int) -> int:
         while self._queue and rows + self._queue[0].rows <= self.max_rows:
@@ -164,30 +176,22 @@ class MicroBatcher:
             rows += job.rows
         return rows
 
-    def _shed_stale(self, batch: list[Job], now: float) -> list[Job]:
-        """Answer 503 to jobs that queued longer than queue_wait_s or whose client left."""
-        fresh = []
-        for job in batch:
-            if job.future.done():
-                continue
-            if now - job.enqueued_at > self.queue_wait_s:
-                job.future.set_exception(
-                    ApiError(
-                        503,
-                        f"waited over {self.queue_wait_s * 1000:.0f} ms in the queue; retry shortly",
-                        headers={"Retry-After": "1"},
-                    )
-                )
-                continue
-            fresh.append(job)
-        return fresh
-
-    def _compute_groups(self, batch: list[Job]) -> list[Any]:
-        """In the inference thread: one forward pass per key; an error fails only its group."""
+    def _compute_fresh(self, batch: list[Job], now: float) -> list[Any]:
+        """Outcomes of the batch: 503 for jobs that queued longer than queue_wait_s, nothing for
+        jobs whose client left, answers for the rest (one forward pass per key)."""
+        outcomes: list[Any] = [None] * len(batch)
         groups: dict[tuple[int, int | None], list[int]] = {}
         for index, job in enumerate(batch):
+            if job.future.done():  # its client gave up (only ever turns true; read across threads)
+                continue
+            if now - job.enqueued_at > self.queue_wait_s:
+                outcomes[index] = ApiError(
+                    503,
+                    f"waited over {self.queue_wait_s * 1000:.0f} ms in the queue; retry shortly",
+                    headers={"Retry-After": "1"},
+                )
+                continue
             groups.setdefault(job.key, []).append(index)
-        outcomes: list[Any] = [None] * len(batch)
         for indices in groups.values():
             jobs = [batch[i] for i in indices]
             try:
@@ -200,33 +204,12 @@ class MicroBatcher:
         return outcomes
 
 
-class ShedWhenFull:
-    """ASGI guard: while the queue is full, inference POSTs get 503 + Retry-After before routing.
-
-    The same refusal as MicroBatcher.check_capacity, minus FastAPI's routing and dependencies: under
-    overload the refusals are most of the traffic, and the cheaper they are, the more of the event
-    loop is left for the requests that were accepted.
-    """
-
-    _BODY = b'{"error":{"code":"unavailable","message":"server is at capacity; retry shortly"}}'
-    _HEADERS = (
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(_BODY)).encode()),
-        (b"retry-after", b"1"),
-    )
-
-    def __init__(self, app: Any, batcher: Callable[[], MicroBatcher | None]) -> None:
-        self.app = app
-        self.batcher = batcher
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        batcher = self.batcher() if scope["type"] == "http" and scope["method"] == "POST" else None
-        if (
-            batcher is not None
-            and batcher.waiting >= batcher.queue_max
-            and scope["path"].endswith(("/predict", "/uncertainty"))
-        ):
-            await send({"type": "http.response.start", "status": 503, "headers": list(self._HEADERS)})
-            await send({"type": "http.response.body", "body": self._BODY})
-            return
-        await self.app(scope, receive, send)
+def _deliver(batch: list[Job], outcomes: list[Any]) -> None:
+    """On the event loop: each job's answer (or error) to its future, unless its client left."""
+    for job, outcome in zip(batch, outcomes, strict=True):
+        if job.future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)

@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
     """Longest a request waits for others to join its batch."""
     queue_max: int = Field(128, ge=1)
-    """Requests waiting for inference before new ones get 503 with Retry-After (refused before
-    the body is read, so shedding stays cheap)."""
+    """Inference requests in flight (admitted and not yet answered) before new ones get 503 with
+    Retry-After, refused before the body is read so that shedding stays cheap; the micro-batching
+    queue holds at most as many."""
     queue_max_wait_ms: float = Field(250.0, gt=0.0)
     """Longest a request may sit in the queue; one that waited longer gets 503 with Retry-After,
     which keeps accepted requests' latency bounded under overload."""

@@ -194,12 +194,12 @@ def test_api_concurrent_requests_get_their_own_answers(client):
 
 
 def test_api_full_queue_is_503_with_retry_after_before_the_body_is_read(client):
-    runner = client.app.state.runner
-    runner.batcher._running = runner.batcher.queue_max  # as if that many were being computed
+    admission = client.app.state.admission
+    admission.in_flight = admission.limit  # as if that many were being answered
     try:
         answer = client.post("/v1/predict", json={"instances": [[0.0] * 784]})
     finally:
-        runner.batcher._running = 0
+        admission.in_flight = 0
     assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
     assert answer.json()["error"]["code"] == "unavailable"
     assert client.post("/v1/predict", json={"instances": [[0.0] * 784]}).status_code == 200
@@ -212,3 +212,22 @@ def test_api_bad_input_is_still_a_clear_4xx(client):
         client.post("/v1/predict", content=b"{", headers={"content-type": "application/json"}).status_code
         == 400
     )
+
+
+def test_stopping_answers_every_queued_request_first(loaded):
+    gate = Gate()
+
+    async def run() -> list[Any]:
+        b = batcher(gate, max_rows=1)
+        b.start()
+        first = asyncio.ensure_future(b.submit(Job(loaded, pixels(1, 0), None)))
+        await asyncio.get_running_loop().run_in_executor(None, gate.entered.wait, 5)
+        queued = [asyncio.ensure_future(b.submit(Job(loaded, pixels(1, i), None))) for i in (1, 2, 3)]
+        await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(b.stop())
+        gate.release.set()
+        await asyncio.wait_for(stopping, 5)
+        return await asyncio.gather(first, *queued)
+
+    answers = asyncio.run(run())
+    assert len(answers) == 4 and all(isinstance(a, np.ndarray) and a.shape == (1, 10) for a in answers)
