@@ -81,13 +81,14 @@ class ShedWhenFull:
 class RefusingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol that admits inference POSTs in the parser, or answers 503.
 
-    A refused request's body is read and dropped, and the connection stays open (unless the client
-    asked to close it). Requests behind one still in flight on the same connection (HTTP
-    pipelining) are left to the ASGI guard, so answers keep their order. Bind the count with
+    A refused request's body is read and dropped, and the connection stays open, unless the client
+    asked to close it or waits for `100 Continue` before sending its body: that client is answered
+    at once and the connection closed. Requests behind one still in flight on the same connection
+    (HTTP pipelining) are left to the ASGI guard, so answers keep their order. Bind the count with
     `admitting`.
     """
 
-    admission = Admission(0)
+    admission: Admission
     _refusing = False
 
     @classmethod
@@ -105,6 +106,8 @@ class RefusingHttpToolsProtocol(HttpToolsProtocol):
             self.scope[_ADMITTED] = True  # type: ignore[literal-required]
         else:
             self._refusing = True  # on_body drops the body; on_message_complete answers
+            if self.expect_100_continue:  # its body will not come until we say so
+                self._refuse(keep_alive=False)
 
     def on_body(self, body: bytes) -> None:
         if not self._refusing:
@@ -115,11 +118,17 @@ class RefusingHttpToolsProtocol(HttpToolsProtocol):
             super().on_message_complete()
             return
         self._refusing = False
+        if not self.transport.is_closing():
+            self._refuse(keep_alive=self.parser.should_keep_alive())
+
+    def _refuse(self, keep_alive: bool) -> None:
         head = [STATUS_LINE[503]]
         for name, value in (*self.server_state.default_headers, *HEADERS):  # date, server, ...
             head += [name, b": ", value, b"\r\n"]
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
         self.transport.write(b"".join([*head, b"\r\n", BODY]))
-        if self.parser.should_keep_alive():
+        if keep_alive:
             self.on_response_complete()  # counts it, arms the keep-alive timeout
         else:
             self.transport.close()

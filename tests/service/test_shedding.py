@@ -15,10 +15,9 @@ from service.shedding import Admission, RefusingHttpToolsProtocol, ShedWhenFull
 BODY = orjson.dumps({"instances": [[0.0] * 784]})
 
 
-def request(path: str, body: bytes = BODY, close: bool = False) -> bytes:
+def request(path: str, body: bytes = BODY, extra: str = "") -> bytes:
     head = f"POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n"
-    head += f"content-length: {len(body)}\r\n" + ("connection: close\r\n" if close else "") + "\r\n"
-    return head.encode() + body
+    return (head + f"content-length: {len(body)}\r\n{extra}\r\n").encode() + body
 
 
 class Transport(asyncio.Transport):
@@ -106,9 +105,17 @@ def test_when_full_the_parser_answers_503_with_retry_after_and_the_app_never_run
 
 def test_a_refused_client_that_asked_to_close_is_closed():
     admission, app = Admission(limit=0), App()
-    transport = asyncio.run(exchange(admission, app, request("/v1/predict", close=True)))
-    assert [status for status, _, _ in responses(transport.written)] == [503]
-    assert transport.closed
+    transport = asyncio.run(exchange(admission, app, request("/v1/predict", extra="connection: close\r\n")))
+    [(status, headers, _)] = responses(transport.written)
+    assert status == 503 and headers["connection"] == "close" and transport.closed
+
+
+def test_a_refused_client_waiting_for_100_continue_is_answered_before_its_body():
+    admission, app = Admission(limit=0), App()
+    head = request("/v1/predict", extra="expect: 100-continue\r\n")[: -len(BODY)]  # no body sent yet
+    transport = asyncio.run(exchange(admission, app, head))
+    [(status, headers, _)] = responses(transport.written)
+    assert status == 503 and headers["retry-after"] == "1" and transport.closed
 
 
 def test_admitted_requests_are_counted_until_answered_and_others_pass_uncounted():
