@@ -112,7 +112,8 @@ class MicroBatcher:
         return self.waiting >= self.queue_max
 
     def check_capacity(self) -> None:
-        """Refuse with 503 when the queue is full (the front door refuses the same before the body)."""
+        """Refuse with 503 when the queue is full: its own bound, for callers that skip the front
+        door (service.shedding), which bounds requests in flight before their body is read."""
         if self.full:
             message = f"server is at capacity ({self.queue_max} requests queued); retry shortly"
             raise ApiError(503, message, headers={"Retry-After": "1"})
