@@ -15,7 +15,7 @@ from service.inference import InferenceRunner
 from service.limits import BodySizeLimit
 from service.registry import ModelRegistry
 from service.routes import health, inference, models
-from service.runtime import keep_freed_memory, settle_heap
+from service.runtime import hand_back_the_gil_sooner, keep_freed_memory, settle_heap
 from service.settings import Settings
 from service.shedding import Admission, ShedWhenFull
 
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
         keep_freed_memory()
+        hand_back_the_gil_sooner()
         app.state.runner.batcher.start()
         app.state.registry.load_all()
         settle_heap()

@@ -41,3 +41,18 @@ def keep_freed_memory() -> None:
         return
     if not (mallopt(_M_MMAP_THRESHOLD, 32 << 20) and mallopt(_M_TRIM_THRESHOLD, 256 << 20)):
         log.warning("mallopt refused the allocator thresholds; MC batches will run slower")
+
+
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+def hand_back_the_gil_sooner() -> None:
+    """Make a thread that holds the GIL drop it after 0.5 ms of asking, not Python's 5 ms.
+
+    Every torch call of the inference thread releases the GIL and must take it back from the busy
+    event loop, which keeps it until asked to drop it and the interval has passed. An MC batch
+    makes a few hundred such calls (a mask draw per request among them), so at 64 connections
+    uncertainty served about 9% more requests/s with 0.5 ms (8 alternating 5 s runs, same server
+    build: 0.77x predict's throughput on average against 0.71x), and predict did not slow down.
+    """
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
