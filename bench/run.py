@@ -347,8 +347,9 @@ def run_overload(python: str, env: dict[str, str], load: Load, seconds: float) -
         try:
             time.sleep(1.0)  # the flood is on before the probe starts
             body = load.body.read_bytes()
-            probe = PROBE_CONNECTIONS
-            client = overload("127.0.0.1", PORT, load.path, body, load.content_type, probe, seconds)
+            client = overload(
+                "127.0.0.1", PORT, load.path, body, load.content_type, PROBE_CONNECTIONS, seconds
+            )
             out, _ = flood.communicate(timeout=seconds + 30)
         finally:
             if flood.poll() is None:

@@ -106,15 +106,10 @@ class MicroBatcher:
         """Requests queued or being computed."""
         return len(self._queue) + self._running
 
-    @property
-    def full(self) -> bool:
-        """Whether a new request would be refused with 503."""
-        return self.waiting >= self.queue_max
-
     def check_capacity(self) -> None:
         """Refuse with 503 when the queue is full: its own bound, for callers that skip the front
         door (service.shedding), which bounds requests in flight before their body is read."""
-        if self.full:
+        if self.waiting >= self.queue_max:
             message = f"server is at capacity ({self.queue_max} requests queued); retry shortly"
             raise ApiError(503, message, headers={"Retry-After": "1"})
 
