@@ -1,6 +1,6 @@
 """Monte-Carlo dropout: T stochastic passes of an eval-mode DropoutMLP.
 
-Dropout is applied functionally with an explicit `torch.Generator`, so the module never leaves
+Dropout is applied functionally with masks from an explicit `MaskGenerator`, so the module never leaves
 eval mode and concurrent requests never share random state. Everything before the first active
 dropout is deterministic, so by default that prefix runs once per input and only the stochastic
 suffix is replicated T times ("shared prefix"); for the seed model (784 -> 128 -> 10, dropout after
@@ -9,9 +9,12 @@ the hidden layer) this skips about 98% of the arithmetic at T = 100.
 
 from __future__ import annotations
 
+import hashlib
+import math
+import secrets
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,7 +25,7 @@ from models.network import DropoutMLP
 Method = Literal["shared_prefix", "replicate", "loop"]
 
 # Upper bound on elements in one replicated activation (T_chunk * B * width): bounds memory at
-# large T by processing passes in chunks; the generator is consumed in the same order either way.
+# large T by processing passes in chunks (each chunk is its own draw of masks).
 _CHUNK_ELEMENTS = 1 << 22
 
 # Passes per chunk in `mc_dropout_logits_segments`. Fixed, not derived from the batch, so that a
@@ -36,57 +39,64 @@ _SEGMENT_PASSES = 128
 MIN_BATCH_ROWS = 4
 
 
-def dropout_with_generator(h: Tensor, rate: float, generator: torch.Generator | None) -> Tensor:
-    """Inverted dropout drawing its mask from `generator`; identity when rate == 0."""
-    if rate == 0.0:
-        return h
-    keep = 1.0 - rate
-    return h * _scaled_mask(_draw(h.shape, keep, generator, h), keep, h.shape[-1], h)
+class MaskGenerator:
+    """The random source of one MC run, seeded once: the same seed, the same masks.
+
+    Rate-0.5 dropout (every recipe's hidden dropout) needs one fair coin per unit: each draw takes
+    them from SHAKE-128 output keyed by the seed and the draw's index, one short C call that keeps
+    the GIL. Under load the inference thread shares the GIL with the event loop, and each call that
+    releases it waits to take it back: with a torch draw per request, a micro-batch of 32 spent
+    25 ms against 18 ms now, next to a busy Python thread, for 2 ms of work alone. Other rates draw
+    `torch.rand` from a torch generator with the same seed, created on first use.
+    """
+
+    def __init__(self, seed: int, device: torch.device | str = "cpu") -> None:
+        self.seed = seed
+        self.device = torch.device(device)
+        self._coin_draws = 0
+        self._uniform: torch.Generator | None = None
+
+    def coin_bytes(self, rows: int, width: int) -> np.ndarray:
+        """The next draw of rows x width coins as (rows, ceil(width / 8)) bytes, coin j of a row at
+        bit j % 8 of byte j // 8."""
+        row_bytes = -(-width // 8)
+        key = b"dropserve-coins:%d:%d" % (self.seed, self._coin_draws)
+        self._coin_draws += 1
+        coins = hashlib.shake_128(key).digest(rows * row_bytes)
+        return np.frombuffer(coins, dtype=np.uint8).reshape(rows, row_bytes)
+
+    def uniform(self, shape: Sequence[int]) -> Tensor:
+        """The next uniform [0, 1) draws of `shape`, on the generator's device."""
+        if self._uniform is None:
+            self._uniform = torch.Generator(device=self.device).manual_seed(self.seed)
+        return torch.rand(tuple(shape), generator=self._uniform, device=self.device)
 
 
-# A fair coin per unit needs one random bit: rate 0.5 (every recipe's hidden dropout) takes 63
-# bits from each 64-bit draw (randint below 2**63 - 1), about 4x faster than bernoulli_, which
-# profiling showed to be most of the shared-prefix sampler's time.
-_COIN_BITS = 63
+def dropout_with_generator(h: Tensor, rate: float, generator: MaskGenerator | None) -> Tensor:
+    """Inverted dropout drawing its mask from `generator` (a fresh one when None), row by row
+    along the last dim; identity when rate == 0."""
+    return _segment_dropout(h, rate, [generator], [h.shape[-2]])
 
 
-def _draw(shape: torch.Size, keep: float, generator: torch.Generator | None, like: Tensor) -> Tensor:
-    """The random numbers behind a mask of `shape`, drawn row by row along the last dim, so every
-    method (and each request of a micro-batch) consumes the generator in the same order."""
-    if keep != 0.5:
-        return torch.rand(shape, generator=generator, device=like.device)
-    words = -(-shape[-1] // _COIN_BITS)
-    return torch.randint(0, 2**63 - 1, (*shape[:-1], words), generator=generator, device=like.device)
-
-
-def _scaled_mask(draws: Tensor, keep: float, width: int, like: Tensor) -> Tensor:
-    """Draws (from one or several generators, concatenated) -> the inverted-dropout mask: 1/keep
-    where a unit is kept, 0 where it is dropped, in like's dtype, (..., width)."""
-    if keep != 0.5:
-        return torch.where(draws < keep, 1.0 / keep, 0.0).to(like.dtype)
-    if draws.device.type == "cpu" and like.dtype in _NUMPY_FLOATS:
-        return torch.from_numpy(coin_bits_numpy(draws, width) * _NUMPY_FLOATS[like.dtype](1.0 / keep))
-    return coin_bits(draws, width).to(like.dtype) * (1.0 / keep)
-
-
-_NUMPY_FLOATS: dict[torch.dtype, type[np.floating[Any]]] = {
-    torch.float32: np.float32,
-    torch.float64: np.float64,
-}
-
-
-def coin_bits(words: Tensor, width: int) -> Tensor:
-    """63-bit words (..., W) -> their bits (..., width), bit i of word w at w * 63 + i."""
-    bits = (words.unsqueeze(-1) >> torch.arange(_COIN_BITS, device=words.device)) & 1  # (..., W, 63)
-    return bits.flatten(-2)[..., :width]
-
-
-def coin_bits_numpy(words: Tensor, width: int) -> np.ndarray:
-    """`coin_bits` of CPU words as uint8 through numpy's table-driven unpackbits: torch's
-    broadcast shift took 19 ms for a micro-batch of 64 requests at T = 100, this 0.3 ms."""
-    octets = words.numpy().astype("<i8", copy=False).view(np.uint8).reshape(*words.shape, 8)
-    bits = np.unpackbits(octets, axis=-1, count=_COIN_BITS, bitorder="little")  # (..., W, 63)
-    return bits.reshape(*words.shape[:-1], -1)[..., :width]
+def _inverted_mask(
+    shape: torch.Size, rate: float, generators: Sequence[MaskGenerator], sizes: Sequence[int], like: Tensor
+) -> Tensor:
+    """The inverted-dropout mask of `shape` (..., B, D): 1/keep where a unit is kept, 0 where it is
+    dropped, in like's dtype and device. Segment i (sizes[i] consecutive rows of axis -2) draws its
+    (..., sizes[i], D) mask from generators[i] alone, in row-major order."""
+    keep, width, lead = 1.0 - rate, shape[-1], shape[:-2]
+    if rate == 0.5:
+        per_segment = [
+            g.coin_bytes(math.prod(lead) * n, width).reshape(*lead, n, -1)
+            for g, n in zip(generators, sizes, strict=True)
+        ]
+        octets = per_segment[0] if len(per_segment) == 1 else np.concatenate(per_segment, axis=-2)
+        bits = np.unpackbits(octets, axis=-1, count=width, bitorder="little")  # (..., B, D) of 0/1
+        # torch converts and scales in two vectorized passes; numpy's uint8 * float32 took twice as long
+        return torch.from_numpy(bits).to(like.device, like.dtype).mul_(1.0 / keep)
+    draws = [g.uniform((*lead, n, width)) for g, n in zip(generators, sizes, strict=True)]
+    uniform = draws[0] if len(draws) == 1 else torch.cat(draws, dim=-2)
+    return torch.where(uniform.to(like.device) < keep, 1.0 / keep, 0.0).to(like.dtype)
 
 
 def _at_least_rows(layer: Callable[[Tensor], Tensor], h: Tensor) -> Tensor:
@@ -127,7 +137,7 @@ def mc_dropout_logits(
     model: DropoutMLP,
     x: Tensor,
     samples: int,
-    generator: torch.Generator | None = None,
+    generator: MaskGenerator | None = None,
     method: Method = "shared_prefix",
 ) -> Tensor:
     """T stochastic forward passes: x (B, ...) in [0, 1] -> logits (T, B, C).
@@ -135,8 +145,8 @@ def mc_dropout_logits(
     "shared_prefix" replicates only the activation at the first dropout; "replicate" copies the
     whole input T times (as baal does); "loop" runs T separate passes. shared_prefix and replicate
     draw the same masks in the same order, so they give identical samples (when the passes fit one
-    chunk of `_CHUNK_ELEMENTS`); the loop draws them pass by pass, identical with one dropout
-    layer and the same distribution with several.
+    chunk of `_CHUNK_ELEMENTS`); the loop draws them pass by pass, so its samples have the same
+    distribution but not the same values.
     """
     if samples < 1:
         raise ValueError("samples must be at least 1")
@@ -160,7 +170,7 @@ def mc_dropout_logits(
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
-def _one_pass(model: DropoutMLP, x: Tensor, generator: torch.Generator | None) -> Tensor:
+def _one_pass(model: DropoutMLP, x: Tensor, generator: MaskGenerator | None) -> Tensor:
     """A full stochastic pass with every dropout active: (N, ...) -> (N, C)."""
     dropout = partial(dropout_with_generator, generator=generator)
     return _stochastic_suffix(model, dropout(model.normalize(x), model.spec.input_dropout), 0, dropout)
@@ -170,7 +180,7 @@ def mc_dropout_logits_segments(
     model: DropoutMLP,
     x: Tensor,
     samples: int,
-    generators: Sequence[torch.Generator | None],
+    generators: Sequence[MaskGenerator | None],
     sizes: Sequence[int],
 ) -> Tensor:
     """Shared-prefix passes over a batch made of segments, each with its own generator: (T, B, C).
@@ -197,24 +207,21 @@ def mc_dropout_logits_segments(
 
 
 def _segment_dropout(
-    h: Tensor, rate: float, generators: Sequence[torch.Generator | None], sizes: Sequence[int]
+    h: Tensor, rate: float, generators: Sequence[MaskGenerator | None], sizes: Sequence[int]
 ) -> Tensor:
-    """Inverted dropout on (T, B, D) with segment i's masks (T, sizes[i], D) from generators[i]."""
+    """Inverted dropout on (..., B, D) with segment i's masks (..., sizes[i], D) from generators[i]
+    (a fresh generator for None)."""
     if rate == 0.0:
         return h
-    if len(sizes) == 1:
-        return dropout_with_generator(h, rate, generators[0])
-    keep = 1.0 - rate
-    count, _, width = h.shape
-    draws = [_draw(torch.Size((count, n, width)), keep, g, h) for g, n in zip(generators, sizes, strict=True)]
-    return h * _scaled_mask(torch.cat(draws, dim=1), keep, width, h)
+    sources = [g if g is not None else MaskGenerator(secrets.randbits(63), h.device) for g in generators]
+    return h * _inverted_mask(h.shape, rate, sources, sizes, h)
 
 
 def mc_dropout_probabilities(
     model: DropoutMLP,
     x: Tensor,
     samples: int,
-    generator: torch.Generator | None = None,
+    generator: MaskGenerator | None = None,
     method: Method = "shared_prefix",
 ) -> Tensor:
     """Softmax of `mc_dropout_logits`: (T, B, C), each row summing to 1."""
@@ -228,6 +235,6 @@ def deterministic_probabilities(model: DropoutMLP, x: Tensor) -> Tensor:
         return torch.softmax(_at_least_rows(model, x.reshape(x.shape[0], -1)), dim=-1)
 
 
-def generator_for(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+def generator_for(seed: int, device: torch.device | str = "cpu") -> MaskGenerator:
     """A fresh generator: the same seed always yields the same passes."""
-    return torch.Generator(device=device).manual_seed(seed)
+    return MaskGenerator(seed, device)

@@ -1,9 +1,11 @@
+import hashlib
+
+import numpy as np
 import pytest
 import torch
 
 from models.mc_dropout import (
-    coin_bits,
-    coin_bits_numpy,
+    MaskGenerator,
     deterministic_probabilities,
     dropout_with_generator,
     generator_for,
@@ -58,19 +60,15 @@ def test_shared_prefix_and_whole_input_replication_give_identical_samples(input_
     assert torch.allclose(shared, replicate, atol=1e-5)
 
 
-def test_loop_gives_identical_samples_with_one_dropout_layer():
-    # With one dropout layer the loop draws the masks in the same order as the batched methods.
-    model = tiny_model()
-    x = torch.rand(4, 784)
-    shared = mc_dropout_logits(model, x, 10, generator_for(3), "shared_prefix")
-    loop = mc_dropout_logits(model, x, 10, generator_for(3), "loop")
-    assert torch.allclose(shared, loop, atol=1e-5)
-
-
-def test_loop_matches_shared_prefix_in_distribution_with_several_dropout_layers():
-    # Several dropout layers: the loop interleaves the layers' draws, so compare statistics.
+@pytest.mark.parametrize(
+    "spec",
+    [MLPSpec(hidden_sizes=(32,), input_dropout=0.0), MLPSpec(hidden_sizes=(32, 16), input_dropout=0.2)],
+    ids=["one dropout layer", "several"],
+)
+def test_loop_matches_shared_prefix_in_distribution(spec):
+    # The loop draws its masks pass by pass, so its samples differ: compare statistics.
     torch.manual_seed(0)
-    model = DropoutMLP(MLPSpec(hidden_sizes=(32, 16), input_dropout=0.2)).eval()
+    model = DropoutMLP(spec).eval()
     x = torch.rand(2, 784)
     shared = mc_dropout_probabilities(model, x, 4000, generator_for(1), "shared_prefix")
     loop = mc_dropout_probabilities(model, x, 4000, generator_for(2), "loop")
@@ -98,10 +96,22 @@ def test_samples_must_be_positive():
         mc_dropout_logits(tiny_model(), torch.rand(1, 784), 0)
 
 
-@pytest.mark.parametrize("width", [1, 63, 64, 128, 1024])
-def test_numpy_bit_unpacking_matches_the_torch_shifts_used_off_cpu(width):
-    words_per_row = -(-width // 63)
-    words = torch.randint(0, 2**63 - 1, (7, 3, words_per_row), generator=torch.Generator().manual_seed(width))
-    by_numpy = torch.from_numpy(coin_bits_numpy(words, width))
-    assert by_numpy.shape == (7, 3, width)
-    assert torch.equal(by_numpy.long(), coin_bits(words, width))
+@pytest.mark.parametrize("width", [1, 7, 8, 9, 128, 1024])
+def test_coins_are_seeded_shake_128_output_one_draw_at_a_time(width):
+    generator = MaskGenerator(5)
+    first, second = generator.coin_bytes(6, width), generator.coin_bytes(6, width)
+    assert first.shape == (6, -(-width // 8))
+    assert first.tobytes() == hashlib.shake_128(b"dropserve-coins:5:0").digest(first.size)
+    assert second.tobytes() == hashlib.shake_128(b"dropserve-coins:5:1").digest(first.size)
+    assert np.array_equal(MaskGenerator(5).coin_bytes(6, width), first)  # the same seed, the same coins
+    assert not np.array_equal(MaskGenerator(6).coin_bytes(6, width), first)
+
+
+def test_dropout_keeps_half_the_units_at_rate_half_and_uses_the_uniform_draws_otherwise():
+    h = torch.ones(400, 250)
+    half = dropout_with_generator(h, 0.5, generator_for(0))
+    assert set(half.unique().tolist()) == {0.0, 2.0}
+    assert (half == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
+    fifth = dropout_with_generator(h, 0.2, generator_for(0))
+    assert (fifth == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
+    assert torch.equal(fifth, dropout_with_generator(h, 0.2, generator_for(0)))
