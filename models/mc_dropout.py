@@ -91,21 +91,29 @@ def _inverted_mask(
             for g, n in zip(generators, sizes, strict=True)
         ]
         octets = per_segment[0] if len(per_segment) == 1 else np.concatenate(per_segment, axis=-2)
-        bits = np.unpackbits(octets, axis=-1, count=width, bitorder="little")  # (..., B, D) of 0/1
-        # torch converts and scales in two vectorized passes; numpy's uint8 * float32 took twice as long
-        return torch.from_numpy(bits).to(like.device, like.dtype).mul_(1.0 / keep)
+        # one lookup per byte gives its 8 units' factors: a quarter of the time of unpacking the
+        # bits, converting and scaling them, in one call instead of three
+        factors = np.take(_COIN_FACTORS, octets, axis=0)  # (..., B, row_bytes, 8)
+        mask = factors.reshape(*octets.shape[:-1], -1)[..., :width]  # (..., B, D)
+        return torch.from_numpy(mask).to(like.device, like.dtype)
     draws = [g.uniform((*lead, n, width)) for g, n in zip(generators, sizes, strict=True)]
     uniform = draws[0] if len(draws) == 1 else torch.cat(draws, dim=-2)
     return torch.where(uniform.to(like.device) < keep, 1.0 / keep, 0.0).to(like.dtype)
 
 
+# byte -> the inverted-dropout factors (0 or 1 / 0.5) of its 8 coins, coin j at column j: (256, 8)
+_COIN_FACTORS = np.unpackbits(
+    np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little"
+) * np.float32(2)
+
+
 def _at_least_rows(layer: Callable[[Tensor], Tensor], h: Tensor) -> Tensor:
     """layer(h) for h (..., D), run on at least MIN_BATCH_ROWS rows: zero rows are appended to
     small inputs and their outputs dropped, so a row rounds the same in any batch."""
-    flat = h.reshape(-1, h.shape[-1])  # (N, D)
-    rows = flat.shape[0]
+    rows = math.prod(h.shape[:-1])  # no reshape call unless padding: each torch call hands back the GIL
     if rows >= MIN_BATCH_ROWS:
         return layer(h)
+    flat = h.reshape(rows, h.shape[-1])  # (N, D)
     padded = torch.cat([flat, flat.new_zeros(MIN_BATCH_ROWS - rows, flat.shape[1])])
     out = layer(padded)[:rows]  # (N, D_out)
     return out.reshape(*h.shape[:-1], out.shape[-1])
@@ -164,8 +172,7 @@ def mc_dropout_logits(
         outputs = []
         for first in range(0, samples, chunk):
             count = min(chunk, samples - first)
-            h = prefix.unsqueeze(0).expand(count, -1, -1)  # (T_chunk, B, D)
-            h = dropout(h, rate)
+            h = dropout(prefix.expand(count, *prefix.shape), rate)  # (T_chunk, B, D)
             outputs.append(_stochastic_suffix(model, h, start, dropout))  # (T_chunk, B, C)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
@@ -201,7 +208,7 @@ def mc_dropout_logits_segments(
         outputs = []
         for first in range(0, samples, _SEGMENT_PASSES):
             count = min(_SEGMENT_PASSES, samples - first)
-            h = prefix.unsqueeze(0).expand(count, -1, -1)  # (T_chunk, B, D)
+            h = prefix.expand(count, *prefix.shape)  # (T_chunk, B, D)
             outputs.append(_stochastic_suffix(model, dropout(h, rate), start, dropout))  # (T_chunk, B, C)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 

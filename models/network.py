@@ -32,7 +32,8 @@ class DropoutMLP(nn.Module):
 
     def normalize(self, x: Tensor) -> Tensor:
         """(B, *input_shape) or (B, D) pixels in [0, 1] -> (B, D) normalized."""
-        x = x.reshape(x.shape[0], -1)
+        if x.dim() != 2:
+            x = x.reshape(x.shape[0], -1)
         return (x - self.normalization.mean) / self.normalization.std
 
     def hidden_layer(self, index: int, h: Tensor) -> Tensor:
@@ -40,11 +41,15 @@ class DropoutMLP(nn.Module):
         return self.activation(self.hidden[index](h))
 
     def forward(self, x: Tensor) -> Tensor:
+        # Dropout only while training: in eval mode F.dropout would still be a torch call, and in
+        # the service each call hands the GIL back to the event loop and waits to take it again.
         h = self.normalize(x)  # (B, D)
-        h = F.dropout(h, self.spec.input_dropout, self.training)
+        if self.training:
+            h = F.dropout(h, self.spec.input_dropout)
         for index in range(len(self.hidden)):
             h = self.hidden_layer(index, h)
-            h = F.dropout(h, self.spec.hidden_dropout, self.training)
+            if self.training:
+                h = F.dropout(h, self.spec.hidden_dropout)
         return self.output(h)  # (B, C)
 
     @torch.no_grad()

@@ -93,7 +93,7 @@ class UncertaintySummary(Generic[ArrayT]):
 def summarize(probs: np.ndarray) -> UncertaintySummary[np.ndarray]:
     """All statistics of the (T, B, C) samples in float64."""
     probs = np.asarray(probs, dtype=np.float64)
-    return _over_passes(probs, entropy(probs), probs.argmax(-1))
+    return _over_passes(probs, pass_mean(by_input(entropy(probs))), probs.argmax(-1))
 
 
 def summarize_logits(logits: Tensor) -> tuple[UncertaintySummary[np.ndarray], np.ndarray]:
@@ -105,20 +105,22 @@ def summarize_logits(logits: Tensor) -> tuple[UncertaintySummary[np.ndarray], np
     with torch.inference_mode():
         log_probs = torch.log_softmax(logits, dim=-1)
         probs = log_probs.exp()
-        pass_entropy = -(probs * log_probs).sum(-1)  # (T, B); exp underflow gives 0 * finite = 0
+        # sum p log p, negated below on (B,) means; exp underflow gives 0 * finite = 0
+        plogp = (probs * log_probs).sum(-1)  # (T, B)
         votes = logits.argmax(-1)  # (T, B)
-    probs_np = probs.cpu().numpy()
-    return _over_passes(probs_np, pass_entropy.cpu().numpy(), votes.cpu().numpy()), probs_np
+    probs_np = probs.numpy(force=True)
+    aleatoric = -pass_mean(by_input(plogp.numpy(force=True)))  # negated on (B,): exact, cheaper
+    return _over_passes(probs_np, aleatoric, votes.numpy(force=True)), probs_np
 
 
 def _over_passes(
-    probs: np.ndarray, pass_entropy: np.ndarray, votes: np.ndarray
+    probs: np.ndarray, aleatoric: np.ndarray, votes: np.ndarray
 ) -> UncertaintySummary[np.ndarray]:
-    """Per-pass probabilities (T, B, C), entropies (T, B) and votes (T, B) -> the statistics."""
+    """Per-pass probabilities (T, B, C), the mean of their entropies (B,) and votes (T, B) -> the
+    statistics."""
     samples = by_input(probs)  # (B, T, C)
     mean = pass_mean(samples)  # (B, C)
     total = entropy(mean)
-    aleatoric = pass_mean(by_input(pass_entropy))  # (B,)
     return UncertaintySummary(
         mean_probabilities=mean,
         std=np.sqrt(pass_mean(np.square(samples - mean[:, None]))),

@@ -35,7 +35,7 @@ class UncertaintyResult:
 def predict(loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
     """(B, 784) -> (B, C) eval-mode probabilities; a row's answer does not depend on its batch."""
     x = torch.from_numpy(pixels).to(loaded.device)
-    return deterministic_probabilities(loaded.model, x).cpu().numpy()
+    return deterministic_probabilities(loaded.model, x).numpy(force=True)
 
 
 def fresh_seed() -> int:
