@@ -101,10 +101,9 @@ def _inverted_mask(
     return torch.where(uniform.to(like.device) < keep, 1.0 / keep, 0.0).to(like.dtype)
 
 
-# byte -> the inverted-dropout factors (0 or 1 / 0.5) of its 8 coins, coin j at column j: (256, 8)
-_COIN_FACTORS = np.unpackbits(
-    np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little"
-) * np.float32(2)
+# byte -> its 8 coins, coin j at column j, as rate-0.5 inverted-dropout factors 0 or 2: (256, 8)
+_BYTE_COINS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little")
+_COIN_FACTORS = _BYTE_COINS.astype(np.float32) * 2
 
 
 def _at_least_rows(layer: Callable[[Tensor], Tensor], h: Tensor) -> Tensor:
