@@ -174,7 +174,12 @@ def test_bad_input_gets_a_clear_4xx(client, kwargs, status, code):
 
 def test_non_finite_pixels_are_refused(client):
     # JSON has no NaN literal (that is a 400 above); numbers beyond float32 become inf.
-    assert_error(client.post("/v1/predict", json={"instances": [[1e39] * 784]}), 422, "invalid_value")
+    answer = client.post("/v1/predict", json={"instances": [[0.5] * 783 + [1e39]]})
+    assert_error(answer, 422, "invalid_value")
+    assert "finite" in answer.json()["error"]["message"]
+    answer = client.post("/v1/predict", json={"instances": [[-0.5] + [0.5] * 783]})
+    assert_error(answer, 422, "invalid_value")
+    assert "[0, 1]" in answer.json()["error"]["message"]
 
 
 def test_truncated_png_is_refused(client, digit_png):
