@@ -56,10 +56,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # outermost: the cheapest 503 an ASGI server allows (`python -m service` refuses in the parser)
     app.add_middleware(ShedWhenFull, admission=app.state.admission)
-    for module in (health, models, inference):
-        # Not include_router: FastAPI 0.165 walks an included router's route list on every request
-        # to validate its route cache, a tenth of the event loop's time under load in profiles.
-        # These routers put their prefix, tags, responses and dependencies on each route, so the
-        # routes join the app's table as they are.
+    # Not include_router: FastAPI 0.165 walks an included router's route list on every request to
+    # validate its route cache, a tenth of the event loop's time under load in profiles. These
+    # routers put their prefix, tags, responses and dependencies on each route, so the routes join
+    # the app's table as they are; inference first, as the router tries routes in order and they
+    # carry nearly all the traffic (the docs routes FastAPI added come after them).
+    app.router.routes[:0] = inference.router.routes
+    for module in (health, models):
         app.router.routes.extend(module.router.routes)
     return app
