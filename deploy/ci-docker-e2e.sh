@@ -67,8 +67,14 @@ elif [ -s "$CA_BUNDLE" ]; then
 fi
 
 step "build $DROPSERVE_IMAGE"
+previous=$("$DOCKER" image inspect -f '{{.Id}}' "$DROPSERVE_IMAGE" 2>/dev/null || true)
 "$DOCKER" build --progress=plain "${build_args[@]}" -t "$DROPSERVE_IMAGE" . >"$work/build.log" 2>&1 \
     || { tail -n 40 "$work/build.log"; exit 1; }
+# The image this build untagged would stay behind as a dangling GB each run (vfs storage copies
+# every layer): remove it, unless something still uses it.
+if [ -n "$previous" ] && [ "$previous" != "$("$DOCKER" image inspect -f '{{.Id}}' "$DROPSERVE_IMAGE")" ]; then
+    "$DOCKER" rmi "$previous" >/dev/null 2>&1 || true
+fi
 size=$("$DOCKER" image inspect -f '{{.Size}}' "$DROPSERVE_IMAGE")
 user=$("$DOCKER" image inspect -f '{{.Config.User}}' "$DROPSERVE_IMAGE")
 identity=$("$DOCKER" run --rm "$DROPSERVE_IMAGE" id)
