@@ -11,10 +11,10 @@ from fastapi import FastAPI
 
 from service.dependencies import Serving
 from service.errors import install_error_handlers
-from service.inference import InferenceRunner
 from service.limits import BodySizeLimit
 from service.registry import ModelRegistry
 from service.routes import health, inference, models
+from service.runner import InferenceRunner
 from service.runtime import hand_back_the_gil_sooner, keep_freed_memory, settle_heap
 from service.settings import Settings
 from service.shedding import Admission, ShedWhenFull
@@ -30,8 +30,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         torch.set_num_threads(settings.torch_threads)
         keep_freed_memory()
         hand_back_the_gil_sooner()
-        app.state.runner.batcher.start()
+        await app.state.runner.start()
         app.state.registry.load_all()
+        await app.state.runner.serve_models(app.state.registry.loaded())
         settle_heap()
         if not app.state.registry.ready:
             log.warning(
@@ -39,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.model_repository,
             )
         yield
-        await app.state.runner.batcher.stop()
+        await app.state.runner.stop()
 
     app = FastAPI(
         title="dropserve",

@@ -193,7 +193,8 @@ class MicroBatcher:
             try:
                 results: list[Any] = self.compute(jobs)
             except Exception as e:  # handed to each request of the group
-                log.exception("batched inference failed")
+                if not isinstance(e, ApiError):  # an ApiError is an answer, logged where it arose
+                    log.exception("batched inference failed")
                 results = [e] * len(jobs)
             for i, result in zip(indices, results, strict=True):
                 outcomes[i] = result

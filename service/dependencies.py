@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.errors import ApiError
-from service.inference import InferenceRunner
 from service.registry import ModelRegistry
+from service.runner import InferenceRunner
 from service.settings import Settings
 
 # Dependencies are `async def` although they never await: FastAPI runs plain `def` dependencies in

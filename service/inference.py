@@ -1,9 +1,10 @@
-"""The model core for the service: batched predict and uncertainty, run off the event loop."""
+"""The model core for the service: batched predict and uncertainty, run off the event loop, and
+how a batch's answers split into each request's."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +17,9 @@ from models.mc_dropout import (
     generator_for,
     mc_dropout_logits_segments,
 )
+from models.network import DropoutMLP
 from models.uncertainty import UncertaintySummary, summarize_logits
-from service.batching import Job, MicroBatcher
-from service.errors import ApiError
-from service.settings import Settings
+from service.batching import Job
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,29 @@ class UncertaintyResult:
 
 def predict(loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
     """(B, 784) -> (B, C) eval-mode probabilities; a row's answer does not depend on its batch."""
-    x = torch.from_numpy(pixels).to(loaded.device)
-    return deterministic_probabilities(loaded.model, x).numpy(force=True)
+    return predict_probabilities(loaded.model, pixels, loaded.device)
+
+
+def predict_probabilities(model: DropoutMLP, pixels: np.ndarray, device: torch.device) -> np.ndarray:
+    """(B, 784) -> (B, C) eval-mode probabilities of `model` on `device`."""
+    x = torch.from_numpy(pixels).to(device)
+    return deterministic_probabilities(model, x).numpy(force=True)
+
+
+def mc_summary(
+    model: DropoutMLP,
+    pixels: np.ndarray,
+    samples: int,
+    seeds: Sequence[int],
+    rows: Sequence[int],
+    device: torch.device,
+) -> tuple[UncertaintySummary[np.ndarray], np.ndarray]:
+    """Shared-prefix MC dropout over a batch of requests, request i (rows[i] consecutive inputs)
+    seeded with seeds[i]: the statistics (B, ...) and the passes' probabilities (T, B, C). Each
+    input's answer is the same in any batch."""
+    x = torch.from_numpy(pixels).to(device)
+    generators = [generator_for(seed, device) for seed in seeds]
+    return summarize_logits(mc_dropout_logits_segments(model, x, samples, generators, rows))
 
 
 def fresh_seed() -> int:
@@ -43,72 +64,42 @@ def fresh_seed() -> int:
     return secrets.randbelow(2**31)
 
 
-def predict_batch(jobs: list[Job]) -> list[np.ndarray]:
-    """Deterministic predictions of jobs of one model as one forward pass: each job's (B_i, C)."""
-    loaded = jobs[0].loaded
-    probabilities = predict(loaded, np.concatenate([job.pixels for job in jobs]))
+def batch_pixels(jobs: list[Job]) -> np.ndarray:
+    """The jobs' inputs as one (B, 784) batch, job by job."""
+    return np.concatenate([job.pixels for job in jobs])
+
+
+def split_predictions(jobs: list[Job], probabilities: np.ndarray) -> list[np.ndarray]:
+    """(B, C) probabilities of a batch -> each job's (B_i, C)."""
     return np.split(probabilities, np.cumsum([job.rows for job in jobs[:-1]]))
 
 
-def uncertainty_batch(jobs: list[Job]) -> list[UncertaintyResult]:
-    """MC dropout for jobs of one model and T as one shared-prefix pass, each with its own seed."""
-    loaded, samples = jobs[0].loaded, jobs[0].samples
+def split_uncertainty(
+    jobs: list[Job], summary: UncertaintySummary[np.ndarray], probs: np.ndarray | None
+) -> list[UncertaintyResult]:
+    """A batch's statistics and passes (T, B, C) -> each job's result (its passes if it asked)."""
+    samples = jobs[0].samples
     assert samples is not None
-    device = loaded.device
-    x = torch.from_numpy(np.concatenate([job.pixels for job in jobs])).to(device)
-    generators = [generator_for(job.seed, device) for job in jobs]
-    logits = mc_dropout_logits_segments(loaded.model, x, samples, generators, [job.rows for job in jobs])
-    summary, probs = summarize_logits(logits)  # each input alone: the same answer in any batch
     results, first = [], 0
     for job in jobs:
         rows = slice(first, first + job.rows)
         first += job.rows
-        results.append(
-            UncertaintyResult(
-                summary=summary.rows(rows),
-                samples=samples,
-                seed=job.seed,
-                sample_probabilities=probs[:, rows].transpose(1, 0, 2) if job.return_samples else None,
-            )
-        )
+        passes = probs[:, rows].transpose(1, 0, 2) if probs is not None and job.return_samples else None
+        results.append(UncertaintyResult(summary.rows(rows), samples, job.seed, passes))
     return results
 
 
 def compute(jobs: list[Job]) -> list[Any]:
-    """The batcher's compute: jobs share a key, so one model and one kind."""
-    return predict_batch(jobs) if jobs[0].samples is None else uncertainty_batch(jobs)
-
-
-class InferenceRunner:
-    """The routes' door to inference: micro-batches requests, bounded queue, request timeout."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.timeout_s = settings.request_timeout_s
-        self.batcher = MicroBatcher(
-            compute,
-            max_rows=settings.batch_max_size,
-            max_wait_s=settings.batch_max_wait_ms / 1000,
-            queue_max=settings.queue_max,
-            queue_wait_s=settings.queue_max_wait_ms / 1000,
-            # torch's intra-op thread count is per OS thread (OpenMP): set it where inference runs
-            thread_setup=lambda: torch.set_num_threads(settings.torch_threads),
-        )
-
-    async def predict(self, loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
-        """(B, 784) -> (B, C) eval-mode probabilities, batched with concurrent requests."""
-        return await self._submit(Job(loaded, pixels, None))
-
-    async def uncertainty(
-        self, loaded: LoadedModel, pixels: np.ndarray, samples: int, seed: int, return_samples: bool
-    ) -> UncertaintyResult:
-        """T MC-dropout passes seeded with `seed`, batched: the same seed, the same answer."""
-        return await self._submit(Job(loaded, pixels, samples, seed, return_samples))
-
-    async def _submit(self, job: Job) -> Any:
-        try:
-            async with asyncio.timeout(self.timeout_s):  # no extra task per request, unlike wait_for
-                return await self.batcher.submit(job)
-        except TimeoutError:
-            raise ApiError(
-                503, f"inference took longer than {self.timeout_s} s", headers={"Retry-After": "1"}
-            ) from None
+    """The batcher's compute in this process: jobs share a key, so one model and one kind."""
+    loaded = jobs[0].loaded
+    if jobs[0].samples is None:
+        return split_predictions(jobs, predict_probabilities(loaded.model, batch_pixels(jobs), loaded.device))
+    summary, probs = mc_summary(
+        loaded.model,
+        batch_pixels(jobs),
+        jobs[0].samples,
+        [job.seed for job in jobs],
+        [job.rows for job in jobs],
+        loaded.device,
+    )
+    return split_uncertainty(jobs, summary, probs)

@@ -39,6 +39,10 @@ class ModelRegistry:
                 found.setdefault(name, {})[version] = loaded
         self.models, self.failures = found, failures
 
+    def loaded(self) -> list[LoadedModel]:
+        """Every version held, of every model."""
+        return [loaded for versions in self.models.values() for loaded in versions.values()]
+
     @property
     def ready(self) -> bool:
         return bool(self.models)

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=1, le=256)
     """Intra-op threads for torch; small MLP batches run fastest on one, and with one a request's
     answer does not depend on what shares its micro-batch."""
+    inference_process: bool = True
+    """Run batches of concurrent requests in a child process with its own interpreter lock, so
+    that inference and the event loop never wait on each other for it (a lone request still runs
+    in the server); false runs every batch in a thread of the server (one process to debug, and
+    the tests' quick app). Each process holds its own copy of the weights."""
     request_timeout_s: float = Field(30.0, gt=0.0)
     """Longest an inference request may wait and run before a 503."""
     device: str = "cpu"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from models.artifact import LoadedModel
 from service.dependencies import RegistryDep, SettingsDep, require_admin_key
@@ -53,8 +53,9 @@ async def version_metadata(
     dependencies=[Depends(require_admin_key)],
     summary="Rescan the model repository",
 )
-async def reload_models(registry: RegistryDep) -> dict[str, Any]:
+async def reload_models(request: Request, registry: RegistryDep) -> dict[str, Any]:
     registry.load_all()
+    await request.app.state.runner.serve_models(registry.loaded())
     return {
         "models": {name: sorted(v) for name, v in registry.models.items()},
         "failures": registry.failures,

@@ -15,7 +15,13 @@ from service.settings import Settings
 
 @pytest.fixture
 def settings(repository: Path) -> Settings:
-    return Settings(model_repository=repository, mc_samples_max=500, max_instances=8, max_body_bytes=200_000)
+    return Settings(
+        model_repository=repository,
+        mc_samples_max=500,
+        max_instances=8,
+        max_body_bytes=200_000,
+        inference_process=False,  # quick to start; test_inference_process.py serves through one
+    )
 
 
 @pytest.fixture
