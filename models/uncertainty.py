@@ -97,20 +97,53 @@ def summarize(probs: np.ndarray) -> UncertaintySummary[np.ndarray]:
 
 
 def summarize_logits(logits: Tensor) -> tuple[UncertaintySummary[np.ndarray], np.ndarray]:
-    """The statistics of MC logits (T, B, C), and the passes' probabilities (T, B, C) as numpy.
+    """The statistics of MC logits (T, B, C), and the passes' probabilities (T, B, C) float32.
 
-    Each pass's softmax, entropy and vote are row-by-row torch work (through log-softmax: one log
-    per pass, not per class); the averages over passes are float64 numpy, as in `summarize`.
+    All numpy, on a (C, B, T) copy: a call costs about a microsecond where torch's cost five to
+    ten, so one image's summary takes half the time. Per-pass softmax and entropy are float32
+    (as the network's logits), the averages over passes float64. Sums over classes run class by
+    class and sums over passes along the contiguous pass axis, so each input's arithmetic is the
+    same whatever shares its batch.
     """
-    with torch.inference_mode():
-        log_probs = torch.log_softmax(logits, dim=-1)
-        probs = log_probs.exp()
-        # sum p log p, negated below on (B,) means; exp underflow gives 0 * finite = 0
-        plogp = (probs * log_probs).sum(-1)  # (T, B)
-        votes = logits.argmax(-1)  # (T, B)
-    probs_np = probs.numpy(force=True)
-    aleatoric = -pass_mean(by_input(plogp.numpy(force=True)))  # negated on (B,): exact, cheaper
-    return _over_passes(probs_np, aleatoric, votes.numpy(force=True)), probs_np
+    z = np.ascontiguousarray(logits.numpy(force=True).transpose(2, 1, 0))  # (C, B, T)
+    votes = z.argmax(0)  # (B, T)
+    z -= z.max(0)  # shifted logits: exp cannot overflow
+    exp = np.exp(z)
+    normalizer = _sum_over_classes(exp)  # (B, T)
+    probs = exp / normalizer  # (C, B, T)
+    log_probs = z - np.log(normalizer)
+    plogp = _sum_over_classes(probs * log_probs).astype(np.float64)  # (B, T); log_probs finite
+    aleatoric = -_mean_over_passes(plogp)  # (B,)
+    wide = probs.astype(np.float64)  # (C, B, T)
+    mean = _mean_over_passes(wide)  # (C, B)
+    spread = wide - mean[..., None]
+    mean_probabilities = np.ascontiguousarray(mean.T)  # (B, C)
+    total = entropy(mean_probabilities)
+    summary = UncertaintySummary(
+        mean_probabilities=mean_probabilities,
+        std=np.ascontiguousarray(np.sqrt(_mean_over_passes(spread * spread)).T),
+        predictive_entropy=total,
+        expected_entropy=aleatoric,
+        mutual_information=np.maximum(total - aleatoric, 0.0),
+        variation_ratio=_variation_ratio(votes.T, probs.shape[0]),
+    )
+    return summary, probs.transpose(2, 1, 0)
+
+
+def _sum_over_classes(values: np.ndarray) -> np.ndarray:
+    """(C, ...) -> (...): added class by class in order, one vectorized add per class. A numpy
+    reduction would pick its order from the array's shape (pairwise for some, in sequence for
+    others), and a row's sum would change with its batch."""
+    total = values[0].copy()
+    for row in values[1:]:
+        total += row
+    return total
+
+
+def _mean_over_passes(values: np.ndarray) -> np.ndarray:
+    """(..., T) float64 -> (...): the contiguous last axis summed pairwise, row by row (an
+    unbuffered reduction: a cast on the fly would cut rows at the buffer's edges)."""
+    return np.add.reduce(values, axis=-1) / values.shape[-1]
 
 
 def _over_passes(
