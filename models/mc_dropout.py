@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from models.network import DropoutMLP
@@ -78,32 +79,30 @@ def dropout_with_generator(h: Tensor, rate: float, generator: MaskGenerator | No
     return _segment_dropout(h, rate, [generator], [h.shape[-2]])
 
 
+def _coin_bits(shape: torch.Size, generators: Sequence[MaskGenerator], sizes: Sequence[int]) -> np.ndarray:
+    """Rate-0.5 dropout's coins for `shape` (..., B, D): uint8 1 where a unit is kept, 0 where it
+    is dropped. Segment i (sizes[i] consecutive rows of axis -2) draws its (..., sizes[i], D)
+    coins from generators[i] alone, in row-major order."""
+    width, lead = shape[-1], shape[:-2]
+    per_segment = [
+        g.coin_bytes(math.prod(lead) * n, width).reshape(*lead, n, -1)
+        for g, n in zip(generators, sizes, strict=True)
+    ]
+    octets = per_segment[0] if len(per_segment) == 1 else np.concatenate(per_segment, axis=-2)
+    return np.unpackbits(octets, axis=-1, count=width, bitorder="little")  # coin j at bit j % 8
+
+
 def _inverted_mask(
     shape: torch.Size, rate: float, generators: Sequence[MaskGenerator], sizes: Sequence[int], like: Tensor
 ) -> Tensor:
     """The inverted-dropout mask of `shape` (..., B, D): 1/keep where a unit is kept, 0 where it is
-    dropped, in like's dtype and device. Segment i (sizes[i] consecutive rows of axis -2) draws its
-    (..., sizes[i], D) mask from generators[i] alone, in row-major order."""
-    keep, width, lead = 1.0 - rate, shape[-1], shape[:-2]
+    dropped, in like's dtype and device; segments as in `_coin_bits`."""
     if rate == 0.5:
-        per_segment = [
-            g.coin_bytes(math.prod(lead) * n, width).reshape(*lead, n, -1)
-            for g, n in zip(generators, sizes, strict=True)
-        ]
-        octets = per_segment[0] if len(per_segment) == 1 else np.concatenate(per_segment, axis=-2)
-        # one lookup per byte gives its 8 units' factors: a quarter of the time of unpacking the
-        # bits, converting and scaling them, in one call instead of three
-        factors = np.take(_COIN_FACTORS, octets, axis=0)  # (..., B, row_bytes, 8)
-        mask = factors.reshape(*octets.shape[:-1], -1)[..., :width]  # (..., B, D)
-        return torch.from_numpy(mask).to(like.device, like.dtype)
+        return torch.from_numpy(_coin_bits(shape, generators, sizes)).to(like.device, like.dtype) * 2.0
+    keep, width, lead = 1.0 - rate, shape[-1], shape[:-2]
     draws = [g.uniform((*lead, n, width)) for g, n in zip(generators, sizes, strict=True)]
     uniform = draws[0] if len(draws) == 1 else torch.cat(draws, dim=-2)
     return torch.where(uniform.to(like.device) < keep, 1.0 / keep, 0.0).to(like.dtype)
-
-
-# byte -> its 8 coins, coin j at column j, as rate-0.5 inverted-dropout factors 0 or 2: (256, 8)
-_BYTE_COINS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little")
-_COIN_FACTORS = _BYTE_COINS.astype(np.float32) * 2
 
 
 def _at_least_rows(layer: Callable[[Tensor], Tensor], h: Tensor) -> Tensor:
@@ -127,7 +126,8 @@ def _stochastic_suffix(model: DropoutMLP, h: Tensor, start: int, dropout: Dropou
     for index in range(start, len(model.hidden)):
         h = _at_least_rows(partial(model.hidden_layer, index), h)
         h = dropout(h, model.spec.hidden_dropout)
-    return _at_least_rows(model.output, h)
+    output = partial(F.linear, weight=model.output.weight, bias=model.output.bias)  # no module call
+    return _at_least_rows(output, h)
 
 
 def _deterministic_prefix(model: DropoutMLP, x: Tensor) -> tuple[Tensor, int, float]:
@@ -220,6 +220,11 @@ def _segment_dropout(
     if rate == 0.0:
         return h
     sources = [g if g is not None else MaskGenerator(secrets.randbits(63), h.device) for g in generators]
+    if rate == 0.5 and h.device.type == "cpu" and h.dtype == torch.float32:
+        # h * mask in numpy as coin * 2h, the same products (doubling is exact): at one image a
+        # numpy call costs a microsecond against several for torch's, and this makes three fewer.
+        kept = _coin_bits(h.shape, sources, sizes)
+        return torch.from_numpy(np.multiply(kept, h.numpy() * 2, dtype=np.float32))
     return h * _inverted_mask(h.shape, rate, sources, sizes, h)
 
 

@@ -6,6 +6,8 @@ import torch
 
 from models.mc_dropout import (
     MaskGenerator,
+    _inverted_mask,
+    _segment_dropout,
     deterministic_probabilities,
     dropout_with_generator,
     generator_for,
@@ -19,6 +21,7 @@ from tests.conftest import tiny_model
 
 def test_functional_dropout_matches_train_mode_nn_dropout_statistics():
     # Both zero a fraction `rate` and scale survivors by 1/(1-rate): the mean activation is kept.
+    torch.manual_seed(0)  # the 1% bounds below are three standard errors: fixed draws, not flaky
     h = torch.rand(200, 500) + 0.5
     ours = dropout_with_generator(h, 0.5, generator_for(0))
     reference = torch.nn.Dropout(0.5).train()(h)
@@ -105,6 +108,18 @@ def test_coins_are_seeded_shake_128_output_one_draw_at_a_time(width):
     assert second.tobytes() == hashlib.shake_128(b"dropserve-coins:5:1").digest(first.size)
     assert np.array_equal(MaskGenerator(5).coin_bytes(6, width), first)  # the same seed, the same coins
     assert not np.array_equal(MaskGenerator(6).coin_bytes(6, width), first)
+
+
+@pytest.mark.parametrize("width", [7, 128])
+def test_rate_half_dropout_in_numpy_gives_the_products_of_the_torch_mask(width):
+    # the CPU float32 path multiplies in numpy; other devices and dtypes take h * mask in torch
+    h = torch.randn(5, 3, width, generator=torch.Generator().manual_seed(0))  # negatives too: signed zeros
+    fast = _segment_dropout(h, 0.5, [generator_for(1), generator_for(2)], [1, 2])
+    mask = _inverted_mask(h.shape, 0.5, [generator_for(1), generator_for(2)], [1, 2], h)
+    assert set(mask.unique().tolist()) == {0.0, 2.0}
+    assert torch.equal(fast, h * mask) and torch.equal(fast.signbit(), (h * mask).signbit())
+    wide = _segment_dropout(h.double(), 0.5, [generator_for(1), generator_for(2)], [1, 2])  # torch path
+    assert torch.equal(wide, h.double() * mask.double())
 
 
 def test_dropout_keeps_half_the_units_at_rate_half_and_uses_the_uniform_draws_otherwise():
