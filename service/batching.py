@@ -42,7 +42,7 @@ class Job:
     seed: int = 0
     return_samples: bool = False
     future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    enqueued_at: float = 0.0  # time.monotonic()
+    waiting_since: float = field(default_factory=time.monotonic)  # its arrival, when known
 
     @property
     def rows(self) -> int:
@@ -116,11 +116,22 @@ class MicroBatcher:
     async def submit(self, job: Job) -> Any:
         """Queue `job` and wait for its answer."""
         self.check_capacity()
-        job.enqueued_at = time.monotonic()
         with self._changed:
             self._queue.append(job)
             self._changed.notify()
         return await job.future
+
+    def compute_now(self, job: Job) -> Any:
+        """Answer `job` on the calling thread (the event loop), past the queue and the inference
+        thread: for a request with nothing else in flight, which has no one to share a batch with.
+        Handing it to the thread and its answer back costs two thread wake-ups, on this VM about
+        0.3 ms, more than a one-image forward pass."""
+        self.flushes["idle"] += 1
+        self.batch_sizes[1] += 1
+        [outcome] = self._compute_fresh([job], time.monotonic())
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     # In the inference thread.
 
@@ -173,17 +184,17 @@ class MicroBatcher:
         return rows
 
     def _compute_fresh(self, batch: list[Job], now: float) -> list[Any]:
-        """Outcomes of the batch: 503 for jobs that queued longer than queue_wait_s, nothing for
+        """Outcomes of the batch: 503 for jobs that waited longer than queue_wait_s, nothing for
         jobs whose client left, answers for the rest (one forward pass per key)."""
         outcomes: list[Any] = [None] * len(batch)
         groups: dict[tuple[int, int | None], list[int]] = {}
         for index, job in enumerate(batch):
             if job.future.done():  # its client gave up (only ever turns true; read across threads)
                 continue
-            if now - job.enqueued_at > self.queue_wait_s:
+            if now - job.waiting_since > self.queue_wait_s:
                 outcomes[index] = ApiError(
                     503,
-                    f"waited over {self.queue_wait_s * 1000:.0f} ms in the queue; retry shortly",
+                    f"waited over {self.queue_wait_s * 1000:.0f} ms for inference; retry shortly",
                     headers={"Retry-After": "1"},
                 )
                 continue

@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     Retry-After, refused before the body is read so that shedding stays cheap; the micro-batching
     queue holds at most as many."""
     queue_max_wait_ms: float = Field(250.0, gt=0.0)
-    """Longest a request may sit in the queue; one that waited longer gets 503 with Retry-After,
-    which keeps accepted requests' latency bounded under overload."""
+    """Longest a request may wait for inference, from its arrival (headers parsed) to the start of
+    its batch; one that waited longer gets 503 with Retry-After, which keeps accepted requests'
+    latency bounded under overload."""
     torch_threads: int = Field(1, ge=1, le=256)
     """Intra-op threads for torch; small MLP batches run fastest on one, and with one a request's
     answer does not depend on what shares its micro-batch."""

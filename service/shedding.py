@@ -17,6 +17,7 @@ event loop spends on one is taken from the requests it admitted. Two doors, one 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -29,6 +30,13 @@ HEADERS = (
 )
 _INFERENCE_PATHS = ("/predict", "/uncertainty")
 _ADMITTED = "dropserve.admitted"  # scope key: the protocol admitted (and counted) this request
+_ARRIVED = "dropserve.arrived_at"  # scope key: time.monotonic() when an inference POST was admitted
+
+
+def arrival(scope: Any) -> float | None:
+    """When this inference request was admitted (its headers parsed), for its wait to count from
+    there: under a flood the event loop takes a while to read, route and queue it."""
+    return scope.get(_ARRIVED)
 
 
 def is_inference(method: str, path: str) -> bool:
@@ -65,6 +73,7 @@ class ShedWhenFull:
         admitted = scope.get(_ADMITTED, False)
         if not admitted and scope["type"] == "http" and is_inference(scope["method"], scope["path"]):
             admitted = self.admission.admit()
+            scope[_ARRIVED] = time.monotonic()
             if not admitted:
                 await send({"type": "http.response.start", "status": 503, "headers": list(HEADERS)})
                 await send({"type": "http.response.body", "body": BODY})
@@ -104,6 +113,7 @@ class RefusingHttpToolsProtocol(HttpToolsProtocol):
         elif self.admission.admit():
             super().on_headers_complete()
             self.scope[_ADMITTED] = True  # type: ignore[literal-required]
+            self.scope[_ARRIVED] = time.monotonic()  # type: ignore[literal-required]
         else:
             self._refusing = True  # on_body drops the body; on_message_complete answers
             if self.expect_100_continue:  # its body will not come until we say so

@@ -12,6 +12,7 @@ from service.decoding import read_inference_request
 from service.dependencies import Serving, ServingDep
 from service.responses import FastJSONResponse, prediction_body, uncertainty_body
 from service.schemas import ERROR_RESPONSES, INFERENCE_BODY, PredictResponse, UncertaintyResponse
+from service.shedding import arrival
 
 router = APIRouter(
     prefix="/v1",
@@ -36,7 +37,7 @@ _UNCERTAINTY: dict[str, Any] = {
 async def predict(request: Request, serving: Serving, name: str, version: int | None) -> Response:
     loaded = serving.registry.get(name, version)
     body = await read_inference_request(request, serving.settings)
-    probabilities = await serving.runner.predict(loaded, body.pixels)
+    probabilities = await serving.runner.predict(loaded, body.pixels, arrival(request.scope))
     return FastJSONResponse(prediction_body(loaded, probabilities))
 
 
@@ -45,7 +46,9 @@ async def uncertainty(request: Request, serving: Serving, name: str, version: in
     body = await read_inference_request(request, serving.settings)
     samples = body.samples or serving.settings.mc_samples_default
     seed = inference.fresh_seed() if body.seed is None else body.seed
-    result = await serving.runner.uncertainty(loaded, body.pixels, samples, seed, body.return_samples)
+    result = await serving.runner.uncertainty(
+        loaded, body.pixels, samples, seed, body.return_samples, arrival(request.scope)
+    )
     return FastJSONResponse(uncertainty_body(loaded, result))
 
 

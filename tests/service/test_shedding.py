@@ -4,13 +4,14 @@ HTTP parser (uvicorn's protocol fed real request bytes) and in the ASGI guard, a
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from service.shedding import Admission, RefusingHttpToolsProtocol, ShedWhenFull
+from service.shedding import Admission, RefusingHttpToolsProtocol, ShedWhenFull, arrival
 
 BODY = orjson.dumps({"instances": [[0.0] * 784]})
 
@@ -48,13 +49,16 @@ class Transport(asyncio.Transport):
 
 
 class App:
-    """An inference app that answers 200 and records the paths it was called for."""
+    """An inference app that answers 200 and records the paths it was called for, and when each
+    request arrived as the routes see it."""
 
     def __init__(self) -> None:
         self.paths: list[str] = []
+        self.arrivals: list[float | None] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         self.paths.append(scope["path"])
+        self.arrivals.append(arrival(scope))
         while (await receive()).get("more_body"):
             pass
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
@@ -126,6 +130,15 @@ def test_admitted_requests_are_counted_until_answered_and_others_pass_uncounted(
     assert [status for status, _, _ in responses(transport.written)] == [200, 200, 200]
     assert app.paths == ["/v1/predict", "/v1/predict", "/v1/models"]
     assert admission.in_flight == 0
+
+
+def test_admitted_inference_requests_carry_their_arrival_for_the_queue_wait():
+    admission, app = Admission(limit=2), App()
+    before = time.monotonic()
+    asyncio.run(exchange(admission, app, request("/v1/predict") + request("/v1/models")))
+    stamped, unstamped = app.arrivals
+    assert stamped is not None and before <= stamped <= time.monotonic()
+    assert unstamped is None  # not an inference request: nothing waits for a batch
 
 
 def test_not_inference_routes_pass_even_when_full():
