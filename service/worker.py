@@ -97,9 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     args = parser.parse_args(argv)
-    # Ctrl-C reaches the server's whole process group; the server ends this process once it has
-    # answered what is queued, by closing the socket.
+    # Ctrl-C, and a SIGTERM sent to the server's whole process group (a supervisor, `kill --
+    # -PGID`), reach this process too: it would die under the batches the server is still
+    # draining. The server ends it once it has answered what is queued, by closing the socket; if
+    # the server dies, the socket's end of file ends it all the same.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(args.log_format, args.log_level)
     torch.set_num_threads(args.torch_threads)
     keep_freed_memory()

@@ -113,6 +113,26 @@ def test_a_crashed_process_costs_its_batch_a_503_and_the_next_batch_gets_a_new_o
         os.kill(replacement, 0)
 
 
+def test_the_process_outlives_signals_to_its_group_and_ends_when_the_server_lets_go(
+    repository: Path, loaded: LoadedModel
+):
+    process = InferenceProcess(Settings(model_repository=repository))
+    process.start()
+    try:
+        pid = process.pid
+        assert pid is not None
+        for sent in (signal.SIGINT, signal.SIGTERM):  # what Ctrl-C or `kill -- -PGID` deliver
+            os.kill(pid, sent)
+        jobs = make_jobs(loaded, (1, None, 0, False), (2, None, 1, False))
+        for remote, local in zip(process(jobs), inference.compute(jobs), strict=True):
+            assert np.array_equal(remote, local)
+        assert process.pid == pid
+    finally:
+        process.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
 def test_the_process_holds_exactly_the_versions_it_is_told_to(repository: Path):
     first = repository / "mnist-mlp" / "1"
     second = publish_tiny(repository, seed=1)
