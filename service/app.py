@@ -50,8 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.registry = ModelRegistry(settings.model_repository, settings.device)
-    app.state.runner = InferenceRunner(settings)
     app.state.admission = Admission(settings.queue_max)
+    app.state.runner = InferenceRunner(settings, app.state.admission)
     app.state.serving = Serving(settings, app.state.registry, app.state.runner)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,6 +17,9 @@ from models.artifact import load_artifact
 from service import inference
 from service.batching import Job, MicroBatcher
 from service.errors import ApiError
+from service.runner import InferenceRunner
+from service.settings import Settings
+from service.shedding import Admission
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -181,6 +185,57 @@ def test_requests_that_waited_past_the_queue_bound_get_503_with_retry_after(load
     answered, shed = asyncio.run(run())
     assert isinstance(answered, np.ndarray)
     assert isinstance(shed, ApiError) and shed.status == 503 and shed.headers == {"Retry-After": "1"}
+
+
+def test_the_wait_counts_from_the_request_s_arrival_not_its_submission(loaded):
+    async def run() -> list[Any]:
+        b = batcher(queue_wait_s=0.05)
+        arrived_long_ago = Job(loaded, pixels(1, 0), None, waiting_since=time.monotonic() - 0.2)
+        just_arrived = Job(loaded, pixels(1, 1), None)
+        return await serve_outcomes(b, arrived_long_ago, just_arrived)
+
+    shed, answered = asyncio.run(run())
+    assert isinstance(shed, ApiError) and shed.status == 503 and "waited over 50 ms" in shed.message
+    assert isinstance(answered, np.ndarray)
+
+
+async def serve_outcomes(b: MicroBatcher, *jobs: Job) -> list[Any]:
+    b.start()
+    try:
+        return await asyncio.wait_for(
+            asyncio.gather(*(b.submit(j) for j in jobs), return_exceptions=True), 10
+        )
+    finally:
+        await b.stop()
+
+
+def test_a_lone_request_is_answered_on_the_event_loop_and_others_through_the_queue(loaded):
+    threads: list[str] = []
+
+    def recording(jobs: list[Job]) -> list[Any]:
+        threads.append(threading.current_thread().name)
+        return inference.compute(jobs)
+
+    admission = Admission(limit=10)
+    runner = InferenceRunner(Settings(inference_process=False), admission)
+    runner.batcher.compute = recording
+
+    async def run() -> list[Any]:
+        await runner.start()
+        try:
+            admission.in_flight = 1  # this request alone
+            alone = await runner.predict(loaded, pixels(1, 0))
+            admission.in_flight = 2  # another one in flight: they may share a batch
+            accompanied = await runner.predict(loaded, pixels(1, 0))
+            admission.in_flight = 1  # alone, but 16 images x 100 passes: too long to block the loop
+            await runner.uncertainty(loaded, pixels(16, 2), 100, 0, False)
+            return [alone, accompanied]
+        finally:
+            await runner.stop()
+
+    alone, accompanied = asyncio.run(run())
+    assert threads == [threading.current_thread().name, "inference", "inference"]
+    assert np.array_equal(alone, accompanied)
 
 
 def test_api_concurrent_requests_get_their_own_answers(client):
