@@ -23,7 +23,7 @@ ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
 
 def entropy(probs: np.ndarray, axis: int = -1) -> np.ndarray:
     """Shannon entropy in nats along `axis`, with 0 log 0 = 0."""
-    return -(probs * np.log(np.where(probs > 0, probs, 1.0))).sum(axis)
+    return -np.add.reduce(probs * np.log(np.where(probs > 0, probs, 1.0)), axis=axis)
 
 
 def by_input(values: np.ndarray) -> np.ndarray:
@@ -105,7 +105,7 @@ def summarize_logits(logits: Tensor) -> tuple[UncertaintySummary[np.ndarray], np
     same whatever shares its batch.
     """
     z = np.array(logits.numpy(force=True).transpose(2, 1, 0), dtype=np.float64, order="C")  # (C, B, T)
-    votes = z.argmax(0)  # (B, T)
+    votes = z.argmax(0)  # (B, T): each pass's class
     z -= z.max(0)  # exp cannot overflow
     probs = np.exp(z)
     normalizer = _sum_over_classes(probs)  # (B, T)
@@ -123,9 +123,15 @@ def summarize_logits(logits: Tensor) -> tuple[UncertaintySummary[np.ndarray], np
         predictive_entropy=total,
         expected_entropy=aleatoric,
         mutual_information=np.maximum(total - aleatoric, 0.0),
-        variation_ratio=_variation_ratio(votes.T, probs.shape[0]),
+        variation_ratio=_modal_share_missed(votes, probs.shape[0]),
     )
     return summary, probs.transpose(2, 1, 0)
+
+
+def _modal_share_missed(votes: np.ndarray, classes: int) -> np.ndarray:
+    """`_variation_ratio` of votes (B, T), in fewer calls: counts from a (C, B, T) one-hot."""
+    counts = np.add.reduce(votes == np.arange(classes)[:, None, None], axis=-1)  # (C, B), exact
+    return 1.0 - np.maximum.reduce(counts, axis=0) / votes.shape[-1]
 
 
 def _sum_over_classes(values: np.ndarray) -> np.ndarray:
