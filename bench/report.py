@@ -167,9 +167,10 @@ def write_markdown(
         "# Benchmarks",
         "",
         "Written by `make bench` (`python -m bench.run`) from one run: every figure below was measured "
-        "side by "
-        "side on the same machine, one server at a time alone on 127.0.0.1 with one worker, "
-        "`wrk -t1` on the same box; each server's points are taken in 3 interleaved rounds and merged "
+        "side by side on the same machine, one server at a time alone on 127.0.0.1 with one worker "
+        "(dropserve's one HTTP worker runs batches of several requests in its inference process; "
+        "LitServe runs its own helper processes), `wrk -t1` on the same box; each server's points "
+        "are taken in 3 interleaved rounds and merged "
         "(requests over time; the median round's percentiles), so slow drifts of the shared machine "
         "fall on all of them alike. Read the ratios; absolute numbers depend on the machine.",
         "",

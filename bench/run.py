@@ -195,16 +195,18 @@ def run_server(
             wrk(PORT, load, 8, min(seconds, 1.0))  # warm-up
         measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for _ in range(rounds):
-            for load in loads:
-                for connections in levels:
+            # level by level, the loads one after the other: the points a goal compares (predict
+            # and uncertainty at one connection, say) are measured seconds apart, not half a round
+            for connections in levels:
+                for load in loads:
                     if rounds > 1:
                         wrk(PORT, load, connections, 1.0)  # warm-up at this level, discarded
                     measured.setdefault((load.label, connections), []).append(
                         wrk(PORT, load, connections, seconds / rounds)
                     )
         rows = []
-        for (label, connections), parts in measured.items():
-            result = merge_rounds(parts)
+        for label, connections in [(load.label, c) for load in loads for c in levels]:
+            result = merge_rounds(measured[label, connections])
             result.update(server=server.name, load=label)
             rate, p50, p99 = result["req_per_s"], result["p50_us"] / 1e3, result["p99_us"] / 1e3
             print(
