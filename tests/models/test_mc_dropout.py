@@ -88,6 +88,23 @@ def test_mc_mean_approaches_deterministic_prediction_for_a_confident_model():
     assert (mc_mean - deterministic).abs().max() < 0.1
 
 
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("rows", [1, 3, 6])
+def test_the_prediction_is_the_eval_forward_and_a_row_s_answer_is_the_same_in_any_batch(rows):
+    model = tiny_model()
+    x = torch.rand(rows, 784, generator=torch.Generator().manual_seed(rows))
+    x[0, :3] = torch.tensor([0.0, 1.0, 0.5])  # the pixel range's ends normalize as in torch
+    mates = torch.rand(9, 784, generator=torch.Generator().manual_seed(0))
+    alone = deterministic_probabilities(model, x)  # CPU float32: normalized in numpy
+    assert torch.equal(deterministic_probabilities(model, torch.cat([mates, x]))[-rows:], alone)
+    with torch.inference_mode():
+        padded = torch.cat([x, torch.full((4, 784), 0.1307)])  # pixels that normalize to zero rows
+        forward = torch.softmax(model(padded), dim=-1)[:rows]  # torch's normalize, same kernels
+        in_torch = deterministic_probabilities(model.double(), x.double())  # the torch path
+    assert torch.equal(alone, forward)
+    assert torch.allclose(in_torch, alone.double(), atol=1e-6)
+
+
 def test_no_dropout_means_identical_passes():
     model = DropoutMLP(MLPSpec(hidden_sizes=(8,), input_dropout=0.0, hidden_dropout=0.0)).eval()
     logits = mc_dropout_logits(model, torch.rand(2, 784), 5, generator_for(0))
