@@ -188,7 +188,7 @@ def mc_dropout_logits(
         outputs = []
         for first in range(0, samples, chunk):
             count = min(chunk, samples - first)
-            h = dropout(prefix.expand(count, *prefix.shape), rate)  # (T_chunk, B, D)
+            h = _segment_dropout(prefix, rate, [generator], [len(prefix)], copies=count)  # (T_chunk, B, D)
             outputs.append(_stochastic_suffix(model, h, start, dropout))  # (T_chunk, B, C)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
@@ -224,25 +224,31 @@ def mc_dropout_logits_segments(
         outputs = []
         for first in range(0, samples, _SEGMENT_PASSES):
             count = min(_SEGMENT_PASSES, samples - first)
-            h = prefix.expand(count, *prefix.shape)  # (T_chunk, B, D)
-            outputs.append(_stochastic_suffix(model, dropout(h, rate), start, dropout))  # (T_chunk, B, C)
+            h = _segment_dropout(prefix, rate, generators, sizes, copies=count)  # (T_chunk, B, D)
+            outputs.append(_stochastic_suffix(model, h, start, dropout))  # (T_chunk, B, C)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
 def _segment_dropout(
-    h: Tensor, rate: float, generators: Sequence[MaskGenerator | None], sizes: Sequence[int]
+    h: Tensor,
+    rate: float,
+    generators: Sequence[MaskGenerator | None],
+    sizes: Sequence[int],
+    copies: int | None = None,
 ) -> Tensor:
-    """Inverted dropout on (..., B, D) with segment i's masks (..., sizes[i], D) from generators[i]
-    (a fresh generator for None)."""
+    """Inverted dropout on h (..., B, D), with segment i's masks (..., sizes[i], D) from
+    generators[i] (a fresh generator for None). With `copies`, h is (B, D) and the result
+    (copies, B, D): a mask for each copy, and no copy of h made before it is multiplied."""
+    shape = h.shape if copies is None else torch.Size((copies, *h.shape))
     if rate == 0.0:
-        return h
+        return h if copies is None else h.expand(shape)
     sources = [g if g is not None else MaskGenerator(secrets.randbits(63), h.device) for g in generators]
     if rate == 0.5 and h.device.type == "cpu" and h.dtype == torch.float32:
         # h * mask in numpy as coin * 2h, the same products (doubling is exact): at one image a
         # numpy call costs a microsecond against several for torch's, and this makes three fewer.
-        kept = _coin_bits(h.shape, sources, sizes)
-        return torch.from_numpy(np.multiply(kept, h.numpy() * 2, dtype=np.float32))
-    return h * _inverted_mask(h.shape, rate, sources, sizes, h)
+        kept = _coin_bits(shape, sources, sizes)
+        return torch.from_numpy(np.multiply(kept, h.numpy() * 2, dtype=np.float32))  # h broadcast
+    return h * _inverted_mask(shape, rate, sources, sizes, h)
 
 
 def mc_dropout_probabilities(

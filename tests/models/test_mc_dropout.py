@@ -139,6 +139,15 @@ def test_rate_half_dropout_in_numpy_gives_the_products_of_the_torch_mask(width):
     assert torch.equal(wide, h.double() * mask.double())
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.2, 0.5])
+def test_dropout_on_copies_of_an_activation_equals_dropout_on_the_copies_made(rate):
+    h = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))  # (B, D)
+    copies = _segment_dropout(h, rate, [generator_for(1), generator_for(2)], [1, 2], copies=5)
+    made = _segment_dropout(h.expand(5, 3, 16), rate, [generator_for(1), generator_for(2)], [1, 2])
+    assert copies.shape == (5, 3, 16)
+    assert torch.equal(copies, made)
+
+
 def test_dropout_keeps_half_the_units_at_rate_half_and_uses_the_uniform_draws_otherwise():
     h = torch.ones(400, 250)
     half = dropout_with_generator(h, 0.5, generator_for(0))
