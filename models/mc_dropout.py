@@ -105,15 +105,20 @@ def _inverted_mask(
     return torch.where(uniform.to(like.device) < keep, 1.0 / keep, 0.0).to(like.dtype)
 
 
+def _pad_rows(flat: Tensor) -> Tensor:
+    """(N, D) -> (max(N, MIN_BATCH_ROWS), D), zero rows appended."""
+    if len(flat) >= MIN_BATCH_ROWS:
+        return flat
+    return torch.cat([flat, flat.new_zeros(MIN_BATCH_ROWS - len(flat), flat.shape[1])])
+
+
 def _at_least_rows(layer: Callable[[Tensor], Tensor], h: Tensor) -> Tensor:
     """layer(h) for h (..., D), run on at least MIN_BATCH_ROWS rows: zero rows are appended to
     small inputs and their outputs dropped, so a row rounds the same in any batch."""
     rows = math.prod(h.shape[:-1])  # no reshape call unless padding: each torch call hands back the GIL
     if rows >= MIN_BATCH_ROWS:
         return layer(h)
-    flat = h.reshape(rows, h.shape[-1])  # (N, D)
-    padded = torch.cat([flat, flat.new_zeros(MIN_BATCH_ROWS - rows, flat.shape[1])])
-    out = layer(padded)[:rows]  # (N, D_out)
+    out = layer(_pad_rows(h.reshape(rows, h.shape[-1])))[:rows]  # (N, D_out)
     return out.reshape(*h.shape[:-1], out.shape[-1])
 
 
@@ -143,8 +148,7 @@ def _normalized_rows(model: DropoutMLP, x: Tensor) -> Tensor:
         np.subtract(flat.numpy(), model.normalization.mean, out=real)
         np.divide(real, model.normalization.std, out=real)
         return torch.from_numpy(padded)
-    h = model.normalize(flat)
-    return h if rows >= MIN_BATCH_ROWS else torch.cat([h, h.new_zeros(MIN_BATCH_ROWS - rows, h.shape[1])])
+    return _pad_rows(model.normalize(flat))
 
 
 def _deterministic_prefix(model: DropoutMLP, x: Tensor) -> tuple[Tensor, int, float]:

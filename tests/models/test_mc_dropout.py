@@ -98,7 +98,8 @@ def test_the_prediction_is_the_eval_forward_and_a_row_s_answer_is_the_same_in_an
     alone = deterministic_probabilities(model, x)  # CPU float32: normalized in numpy
     assert torch.equal(deterministic_probabilities(model, torch.cat([mates, x]))[-rows:], alone)
     with torch.inference_mode():
-        padded = torch.cat([x, torch.full((4, 784), 0.1307)])  # pixels that normalize to zero rows
+        mean_pixels = torch.full((4, 784), model.normalization.mean)  # they normalize to zero rows
+        padded = torch.cat([x, mean_pixels])
         forward = torch.softmax(model(padded), dim=-1)[:rows]  # torch's normalize, same kernels
         in_torch = deterministic_probabilities(model.double(), x.double())  # the torch path
     assert torch.equal(alone, forward)
