@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from models.frozen import FrozenMLP, freeze
 from models.network import DropoutMLP
 from models.spec import Manifest
 
@@ -34,6 +35,7 @@ class LoadedModel:
     """An eval-mode network and the manifest it was built from."""
 
     model: DropoutMLP
+    frozen: FrozenMLP  # its weights laid out for inference, which serves from it
     manifest: Manifest
     path: Path
     device: torch.device  # where the weights live; inputs go there
@@ -134,4 +136,4 @@ def load_artifact(path: Path, device: torch.device | str = "cpu") -> LoadedModel
     model.to(device).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return LoadedModel(model=model, manifest=manifest, path=path, device=torch.device(device))
+    return LoadedModel(model, freeze(model), manifest, path, torch.device(device))

@@ -18,9 +18,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from models.frozen import FrozenMLP, freeze
 from models.network import DropoutMLP
 
 Method = Literal["shared_prefix", "replicate", "loop"]
@@ -33,11 +33,6 @@ _CHUNK_ELEMENTS = 1 << 22
 # segment draws its masks in the same calls whatever else shares the batch; bounds memory to
 # _SEGMENT_PASSES * B * width activations.
 _SEGMENT_PASSES = 128
-
-# BLAS takes other kernels for matrices of 1-3 rows, which round differently; running every Linear
-# on at least this many rows keeps each row's result independent of the batch around it (with one
-# torch intra-op thread, as the service runs).
-MIN_BATCH_ROWS = 4
 
 
 class MaskGenerator:
@@ -105,55 +100,20 @@ def _inverted_mask(
     return torch.where(uniform.to(like.device) < keep, 1.0 / keep, 0.0).to(like.dtype)
 
 
-def _pad_rows(flat: Tensor) -> Tensor:
-    """(N, D) -> (max(N, MIN_BATCH_ROWS), D), zero rows appended."""
-    if len(flat) >= MIN_BATCH_ROWS:
-        return flat
-    return torch.cat([flat, flat.new_zeros(MIN_BATCH_ROWS - len(flat), flat.shape[1])])
-
-
-def _at_least_rows(layer: Callable[[Tensor], Tensor], h: Tensor) -> Tensor:
-    """layer(h) for h (..., D), run on at least MIN_BATCH_ROWS rows: zero rows are appended to
-    small inputs and their outputs dropped, so a row rounds the same in any batch."""
-    rows = math.prod(h.shape[:-1])  # no reshape call unless padding: each torch call hands back the GIL
-    if rows >= MIN_BATCH_ROWS:
-        return layer(h)
-    out = layer(_pad_rows(h.reshape(rows, h.shape[-1])))[:rows]  # (N, D_out)
-    return out.reshape(*h.shape[:-1], out.shape[-1])
-
-
 Dropout = Callable[[Tensor, float], Tensor]
 """(activation, rate) -> the activation with dropout applied, from some source of masks."""
 
 
-def _stochastic_suffix(model: DropoutMLP, h: Tensor, start: int, dropout: Dropout) -> Tensor:
+def _stochastic_suffix(model: FrozenMLP, h: Tensor, start: int, dropout: Dropout) -> Tensor:
     """Run hidden layers from `start` on, each followed by dropout, then the output: (..., C)."""
     for index in range(start, len(model.hidden)):
-        h = _at_least_rows(partial(model.hidden_layer, index), h)
-        h = dropout(h, model.spec.hidden_dropout)
-    output = partial(F.linear, weight=model.output.weight, bias=model.output.bias)  # no module call
-    return _at_least_rows(output, h)
+        h = dropout(model.hidden_layer(index, h), model.spec.hidden_dropout)
+    return model.output(h)
 
 
-def _normalized_rows(model: DropoutMLP, x: Tensor) -> Tensor:
-    """x (B, ...) in [0, 1] -> normalized (max(B, MIN_BATCH_ROWS), D): rows past B are zeros, so a
-    small batch runs the Linear kernels a large one does. On CPU float32 in numpy, the same bits
-    (one correctly rounded subtraction and division per pixel) in two calls of a microsecond each
-    where torch's normalize, cat and zeros cost five to ten."""
-    rows = x.shape[0]
-    flat = x.reshape(rows, -1)  # (B, D)
-    if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
-        padded = np.zeros((max(rows, MIN_BATCH_ROWS), flat.shape[1]), dtype=np.float32)
-        real = padded[:rows]
-        np.subtract(flat.numpy(), model.normalization.mean, out=real)
-        np.divide(real, model.normalization.std, out=real)
-        return torch.from_numpy(padded)
-    return _pad_rows(model.normalize(flat))
-
-
-def _deterministic_prefix(model: DropoutMLP, x: Tensor) -> tuple[Tensor, int, float]:
+def _deterministic_prefix(model: FrozenMLP, x: Tensor) -> tuple[Tensor, int, float]:
     """Compute up to the first active dropout: (activation (B, D), next hidden index, its rate)."""
-    h = _normalized_rows(model, x)  # (max(B, MIN_BATCH_ROWS), 784)
+    h = model.normalized_rows(x)  # (max(B, MIN_BATCH_ROWS), 784)
     if model.spec.input_dropout > 0.0:
         return h[: x.shape[0]], 0, model.spec.input_dropout
     # No input dropout: the first hidden layer is deterministic too. With no hidden dropout the
@@ -162,7 +122,7 @@ def _deterministic_prefix(model: DropoutMLP, x: Tensor) -> tuple[Tensor, int, fl
 
 
 def mc_dropout_logits(
-    model: DropoutMLP,
+    model: DropoutMLP | FrozenMLP,
     x: Tensor,
     samples: int,
     generator: MaskGenerator | None = None,
@@ -174,10 +134,11 @@ def mc_dropout_logits(
     whole input T times (as baal does); "loop" runs T separate passes. shared_prefix and replicate
     draw the same masks in the same order, so they give identical samples (when the passes fit one
     chunk of `_CHUNK_ELEMENTS`); the loop draws them pass by pass, so its samples have the same
-    distribution but not the same values.
+    distribution but not the same values. All three run the same `FrozenMLP` kernels.
     """
     if samples < 1:
         raise ValueError("samples must be at least 1")
+    model = freeze(model)
     with torch.inference_mode():
         if method == "loop":
             return torch.stack([_one_pass(model, x, generator) for _ in range(samples)])
@@ -197,14 +158,14 @@ def mc_dropout_logits(
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
-def _one_pass(model: DropoutMLP, x: Tensor, generator: MaskGenerator | None) -> Tensor:
+def _one_pass(model: FrozenMLP, x: Tensor, generator: MaskGenerator | None) -> Tensor:
     """A full stochastic pass with every dropout active: (N, ...) -> (N, C)."""
     dropout = partial(dropout_with_generator, generator=generator)
     return _stochastic_suffix(model, dropout(model.normalize(x), model.spec.input_dropout), 0, dropout)
 
 
 def mc_dropout_logits_segments(
-    model: DropoutMLP,
+    model: DropoutMLP | FrozenMLP,
     x: Tensor,
     samples: int,
     generators: Sequence[MaskGenerator | None],
@@ -222,6 +183,7 @@ def mc_dropout_logits_segments(
         raise ValueError("samples must be at least 1")
     if len(generators) != len(sizes) or sum(sizes) != x.shape[0]:
         raise ValueError("one generator per segment, and the segment sizes must add up to the batch")
+    model = freeze(model)
     with torch.inference_mode():
         dropout = partial(_segment_dropout, generators=generators, sizes=sizes)
         prefix, start, rate = _deterministic_prefix(model, x)  # (B, D)
@@ -256,7 +218,7 @@ def _segment_dropout(
 
 
 def mc_dropout_probabilities(
-    model: DropoutMLP,
+    model: DropoutMLP | FrozenMLP,
     x: Tensor,
     samples: int,
     generator: MaskGenerator | None = None,
@@ -266,15 +228,11 @@ def mc_dropout_probabilities(
     return torch.softmax(mc_dropout_logits(model, x, samples, generator, method), dim=-1)
 
 
-def deterministic_probabilities(model: DropoutMLP, x: Tensor) -> Tensor:
+def deterministic_probabilities(model: DropoutMLP | FrozenMLP, x: Tensor) -> Tensor:
     """The eval-mode prediction (no dropout): (B, ...) -> (B, C); a row's answer does not depend
     on the batch around it."""
     with torch.inference_mode():
-        h = _normalized_rows(model, x)  # (max(B, MIN_BATCH_ROWS), 784): model.forward, padded
-        for index in range(len(model.hidden)):
-            h = model.hidden_layer(index, h)
-        logits = F.linear(h, model.output.weight, model.output.bias)[: x.shape[0]]  # (B, C)
-        return torch.softmax(logits, dim=-1)
+        return torch.softmax(freeze(model).logits(x), dim=-1)
 
 
 def generator_for(seed: int, device: torch.device | str = "cpu") -> MaskGenerator:

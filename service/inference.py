@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from models.artifact import LoadedModel
+from models.frozen import FrozenMLP
 from models.mc_dropout import (
     deterministic_probabilities,
     generator_for,
     mc_dropout_logits_segments,
 )
-from models.network import DropoutMLP
 from models.uncertainty import UncertaintySummary, summarize_logits
 from service.batching import Job
 
@@ -34,28 +34,27 @@ class UncertaintyResult:
 
 def predict(loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
     """(B, 784) -> (B, C) eval-mode probabilities; a row's answer does not depend on its batch."""
-    return predict_probabilities(loaded.model, pixels, loaded.device)
+    return predict_probabilities(loaded.frozen, pixels)
 
 
-def predict_probabilities(model: DropoutMLP, pixels: np.ndarray, device: torch.device) -> np.ndarray:
-    """(B, 784) -> (B, C) eval-mode probabilities of `model` on `device`."""
-    x = torch.from_numpy(pixels).to(device)
+def predict_probabilities(model: FrozenMLP, pixels: np.ndarray) -> np.ndarray:
+    """(B, 784) -> (B, C) eval-mode probabilities of `model`, on its device."""
+    x = torch.from_numpy(pixels).to(model.device)
     return deterministic_probabilities(model, x).numpy(force=True)
 
 
 def mc_summary(
-    model: DropoutMLP,
+    model: FrozenMLP,
     pixels: np.ndarray,
     samples: int,
     seeds: Sequence[int],
     rows: Sequence[int],
-    device: torch.device,
 ) -> tuple[UncertaintySummary[np.ndarray], np.ndarray]:
     """Shared-prefix MC dropout over a batch of requests, request i (rows[i] consecutive inputs)
     seeded with seeds[i]: the statistics (B, ...) and the passes' probabilities (T, B, C). Each
     input's answer is the same in any batch."""
-    x = torch.from_numpy(pixels).to(device)
-    generators = [generator_for(seed, device) for seed in seeds]
+    x = torch.from_numpy(pixels).to(model.device)
+    generators = [generator_for(seed, model.device) for seed in seeds]
     return summarize_logits(mc_dropout_logits_segments(model, x, samples, generators, rows))
 
 
@@ -93,13 +92,12 @@ def compute(jobs: list[Job]) -> list[Any]:
     """The batcher's compute in this process: jobs share a key, so one model and one kind."""
     loaded = jobs[0].loaded
     if jobs[0].samples is None:
-        return split_predictions(jobs, predict_probabilities(loaded.model, batch_pixels(jobs), loaded.device))
+        return split_predictions(jobs, predict_probabilities(loaded.frozen, batch_pixels(jobs)))
     summary, probs = mc_summary(
-        loaded.model,
+        loaded.frozen,
         batch_pixels(jobs),
         jobs[0].samples,
         [job.seed for job in jobs],
         [job.rows for job in jobs],
-        loaded.device,
     )
     return split_uncertainty(jobs, summary, probs)

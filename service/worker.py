@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from models.artifact import load_artifact
-from models.network import DropoutMLP
+from models.frozen import FrozenMLP
 from service import wire
 from service.inference import mc_summary, predict_probabilities
 from service.logs import configure_logging
@@ -39,12 +39,12 @@ class ModelCache:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.models: dict[str, DropoutMLP] = {}
+        self.models: dict[str, FrozenMLP] = {}
 
-    def get(self, path: str) -> DropoutMLP:
+    def get(self, path: str) -> FrozenMLP:
         model = self.models.get(path)
         if model is None:
-            model = self.models[path] = load_artifact(Path(path), self.device).model
+            model = self.models[path] = load_artifact(Path(path), self.device).frozen
             log.info("inference process loaded %s", path)
         return model
 
@@ -57,7 +57,7 @@ def handle(header: dict[str, Any], arrays: list[np.ndarray], cache: ModelCache) 
     """One request frame -> its reply frame."""
     operation = header.get("op")
     if operation == "predict":
-        return {}, [predict_probabilities(cache.get(header["path"]), arrays[0], cache.device)]
+        return {}, [predict_probabilities(cache.get(header["path"]), arrays[0])]
     if operation == "uncertainty":
         summary, probs = mc_summary(
             cache.get(header["path"]),
@@ -65,7 +65,6 @@ def handle(header: dict[str, Any], arrays: list[np.ndarray], cache: ModelCache) 
             header["samples"],
             header["seeds"],
             header["rows"],
-            cache.device,
         )
         statistics = [getattr(summary, field.name) for field in dataclasses.fields(summary)]
         return {}, [*statistics, probs] if header["return_samples"] else statistics

@@ -18,6 +18,8 @@ from models.network import DropoutMLP
 from models.spec import MLPSpec
 from tests.conftest import tiny_model
 
+SEED_SPEC = MLPSpec(hidden_sizes=(128,), input_dropout=0.0, hidden_dropout=0.5)  # the seed recipe's widths
+
 
 def test_functional_dropout_matches_train_mode_nn_dropout_statistics():
     # Both zero a fraction `rate` and scale survivors by 1/(1-rate): the mean activation is kept.
@@ -90,20 +92,17 @@ def test_mc_mean_approaches_deterministic_prediction_for_a_confident_model():
 
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("rows", [1, 3, 6])
-def test_the_prediction_is_the_eval_forward_and_a_row_s_answer_is_the_same_in_any_batch(rows):
-    model = tiny_model()
+def test_a_prediction_is_the_eval_forward_and_the_same_in_any_batch(rows):
+    model = DropoutMLP(SEED_SPEC).eval()  # the served widths: their kernels are what is tested
     x = torch.rand(rows, 784, generator=torch.Generator().manual_seed(rows))
-    x[0, :3] = torch.tensor([0.0, 1.0, 0.5])  # the pixel range's ends normalize as in torch
-    mates = torch.rand(9, 784, generator=torch.Generator().manual_seed(0))
-    alone = deterministic_probabilities(model, x)  # CPU float32: normalized in numpy
-    assert torch.equal(deterministic_probabilities(model, torch.cat([mates, x]))[-rows:], alone)
+    alone = deterministic_probabilities(model, x)
+    for mates in (2, 9, 40, 300):  # past the row counts where nn.Linear's kernels change (6, 16)
+        others = torch.rand(mates, 784, generator=torch.Generator().manual_seed(mates))
+        assert torch.equal(deterministic_probabilities(model, torch.cat([others, x]))[-rows:], alone)
+        assert torch.equal(deterministic_probabilities(model, torch.cat([x, others]))[:rows], alone)
     with torch.inference_mode():
-        mean_pixels = torch.full((4, 784), model.normalization.mean)  # they normalize to zero rows
-        padded = torch.cat([x, mean_pixels])
-        forward = torch.softmax(model(padded), dim=-1)[:rows]  # torch's normalize, same kernels
-        in_torch = deterministic_probabilities(model.double(), x.double())  # the torch path
-    assert torch.equal(alone, forward)
-    assert torch.allclose(in_torch, alone.double(), atol=1e-6)
+        forward = torch.softmax(model(x), dim=-1)
+    assert torch.allclose(alone, forward, atol=1e-6)
 
 
 def test_no_dropout_means_identical_passes():

@@ -10,7 +10,7 @@ from models.network import DropoutMLP
 from models.spec import MLPSpec
 from tests.conftest import tiny_model
 
-SEED_SPEC = MLPSpec(hidden_sizes=(32,), input_dropout=0.0, hidden_dropout=0.5)
+SEED_SPEC = MLPSpec(hidden_sizes=(128,), input_dropout=0.0, hidden_dropout=0.5)  # the seed recipe's widths
 PAPER_SPEC = MLPSpec(hidden_sizes=(24, 24, 24), input_dropout=0.2, hidden_dropout=0.5)
 
 
