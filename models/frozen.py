@@ -49,9 +49,11 @@ class FrozenLinear:
         any batch)."""
         if h.dim() == 2 and len(h) >= MIN_BATCH_ROWS:
             return torch.addmm(self.bias, h, self.weight_t)
-        rows = h.numel() // h.shape[-1]
-        out = torch.addmm(self.bias, pad_rows(h.reshape(rows, h.shape[-1])), self.weight_t)[:rows]
-        return out.reshape(*h.shape[:-1], out.shape[-1])
+        flat = h.reshape(-1, h.shape[-1])  # (N, D_in)
+        if len(flat) >= MIN_BATCH_ROWS:
+            return torch.addmm(self.bias, flat, self.weight_t).reshape(*h.shape[:-1], -1)
+        out = torch.addmm(self.bias, pad_rows(flat), self.weight_t)[: len(flat)]
+        return out.reshape(*h.shape[:-1], -1)
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,12 @@ class FrozenMLP:
         small batch is padded once, not at every layer. On CPU float32 in numpy, the same bits as
         `normalize` (one correctly rounded subtraction and division per pixel) in two calls of a
         microsecond each where torch's cost five to ten."""
-        rows = x.shape[0]
-        flat = x.reshape(rows, -1)  # (B, D)
-        if x.device.type != "cpu" or x.dtype != torch.float32 or x.requires_grad:
-            return pad_rows(self.normalize(flat))
-        padded = np.zeros((max(rows, MIN_BATCH_ROWS), flat.shape[1]), dtype=np.float32)
+        rows = len(x)
+        if not x.is_cpu or x.dtype != torch.float32 or x.requires_grad:
+            return pad_rows(self.normalize(x))
+        padded = np.zeros((max(rows, MIN_BATCH_ROWS), self.spec.input_size), dtype=np.float32)
         real = padded[:rows]
-        np.subtract(flat.numpy(), self.normalization.mean, out=real)
+        np.subtract(x.numpy().reshape(rows, -1), self.normalization.mean, out=real)
         np.divide(real, self.normalization.std, out=real)
         return torch.from_numpy(padded)
 

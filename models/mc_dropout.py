@@ -209,11 +209,11 @@ def _segment_dropout(
     if rate == 0.0:
         return h if copies is None else h.expand(shape)
     sources = [g if g is not None else MaskGenerator(secrets.randbits(63), h.device) for g in generators]
-    if rate == 0.5 and h.device.type == "cpu" and h.dtype == torch.float32:
+    if rate == 0.5 and h.is_cpu and h.dtype == torch.float32:
         # h * mask in numpy as coin * 2h, the same products (doubling is exact): at one image a
         # numpy call costs a microsecond against several for torch's, and this makes three fewer.
-        kept = _coin_bits(shape, sources, sizes)
-        return torch.from_numpy(np.multiply(kept, h.numpy() * 2, dtype=np.float32))  # h broadcast
+        kept = _coin_bits(shape, sources, sizes).astype(np.float32)  # one cast, then a float product
+        return torch.from_numpy(np.multiply(kept, h.numpy() * 2, out=kept))  # h broadcast
     return h * _inverted_mask(shape, rate, sources, sizes, h)
 
 
