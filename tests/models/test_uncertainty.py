@@ -110,3 +110,10 @@ def test_summarize_logits_agrees_with_summarize_of_the_softmax_and_keeps_rows_ap
         for name in ("mean_probabilities", "std", "expected_entropy", "mutual_information"):
             assert np.array_equal(getattr(alone, name), getattr(summary, name)[rows]), name
         assert np.array_equal(alone.variation_ratio, summary.variation_ratio[rows])
+
+
+def test_a_pass_with_tied_logits_votes_for_the_first_of_them_as_argmax_does():
+    logits = torch.tensor([[[5.0, 5.0, 2.0]], [[4.0, 4.0, 0.0]], [[0.0, 1.0, 0.0]]])  # (T=3, B=1, C=3)
+    summary, _ = summarize_logits(logits)
+    assert summary.variation_ratio[0] == pytest.approx(1 / 3)  # class 0 twice; the last tied: 0
+    assert np.array_equal(summary.variation_ratio, variation_ratio(torch.softmax(logits, -1).numpy()))
