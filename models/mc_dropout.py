@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models import kernels
 from models.frozen import FrozenMLP, freeze
 from models.network import DropoutMLP
 
@@ -114,25 +113,12 @@ def _stochastic_suffix(model: FrozenMLP, h: Tensor, start: int, dropout: Dropout
 
 def _deterministic_prefix(model: FrozenMLP, x: Tensor) -> tuple[Tensor, int, float]:
     """Compute up to the first active dropout: (activation (B, D), next hidden index, its rate)."""
+    h = model.normalized_rows(x)  # (max(B, MIN_BATCH_ROWS), 784)
     if model.spec.input_dropout > 0.0:
-        return model.normalized_rows(x)[: x.shape[0]], 0, model.spec.input_dropout
+        return h[: x.shape[0]], 0, model.spec.input_dropout
     # No input dropout: the first hidden layer is deterministic too. With no hidden dropout the
     # whole network is, and the "dropout" below is the identity.
-    rate = model.spec.hidden_dropout
-    if not x.is_cpu or x.dtype != torch.float32 or x.requires_grad:
-        return model.hidden_layer(0, model.normalized_rows(x))[: x.shape[0]], 1, rate
-    layer = model.hidden[0]
-    out = np.empty((len(x), layer.bias.shape[0]), dtype=np.float32)  # (B, D_1)
-    kernels.dense_layer(
-        x.numpy().reshape(len(x), -1),
-        model.normalization.mean,
-        model.normalization.std,
-        layer.weight_t.numpy(),
-        layer.bias.numpy(),
-        kernels.ACTIVATIONS.index(model.spec.activation),
-        out,
-    )
-    return torch.from_numpy(out), 1, rate
+    return model.hidden_layer(0, h)[: x.shape[0]], 1, model.spec.hidden_dropout
 
 
 def mc_dropout_logits(

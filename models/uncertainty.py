@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.kernels import summarize_passes
+from models.summary_kernel import summarize_passes
 
 ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
 
@@ -101,7 +101,7 @@ def summarize(probs: np.ndarray) -> UncertaintySummary[np.ndarray]:
 
 def summarize_logits(logits: Tensor) -> tuple[UncertaintySummary[np.ndarray], np.ndarray]:
     """The statistics of MC logits (T, B, C), and the passes' probabilities (T, B, C); float64,
-    in one compiled call (`models.kernels`). Each input's answer is the same bits
+    in one compiled call (`models.summary_kernel`). Each input's answer is the same bits
     whatever shares its batch."""
     z = logits.numpy(force=True)  # (T, B, C)
     inputs, classes = z.shape[1:]

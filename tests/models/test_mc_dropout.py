@@ -4,10 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.frozen import freeze
 from models.mc_dropout import (
     MaskGenerator,
-    _deterministic_prefix,
     _inverted_mask,
     _segment_dropout,
     deterministic_probabilities,
@@ -158,15 +156,3 @@ def test_dropout_keeps_half_the_units_at_rate_half_and_uses_the_uniform_draws_ot
     fifth = dropout_with_generator(h, 0.2, generator_for(0))
     assert (fifth == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
     assert torch.equal(fifth, dropout_with_generator(h, 0.2, generator_for(0)))
-
-
-@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh"])
-def test_the_compiled_first_layer_of_the_prefix_is_the_torch_layer_and_batch_free(activation):
-    frozen = freeze(DropoutMLP(MLPSpec(hidden_sizes=(128, 16), activation=activation)).eval())
-    x = torch.rand(20, 784, generator=torch.Generator().manual_seed(0))
-    compiled, start, rate = _deterministic_prefix(frozen, x)  # CPU float32: models.kernels
-    with torch.inference_mode():
-        in_torch = frozen.hidden_layer(0, frozen.normalized_rows(x))[:20]
-    assert (start, rate) == (1, 0.5)
-    assert torch.allclose(compiled, in_torch, atol=1e-5)
-    assert torch.equal(_deterministic_prefix(frozen, x[7:8])[0], compiled[7:8])
