@@ -133,8 +133,9 @@ def mc_dropout_logits(
     "shared_prefix" replicates only the activation at the first dropout; "replicate" copies the
     whole input T times (as baal does); "loop" runs T separate passes. shared_prefix and replicate
     draw the same masks in the same order, so they give identical samples (when the passes fit one
-    chunk of `_CHUNK_ELEMENTS`); the loop draws them pass by pass, so its samples have the same
-    distribution but not the same values. All three run the same `FrozenMLP` kernels.
+    chunk of `_CHUNK_ELEMENTS`, at widths where a row's bits do not depend on its batch: see
+    models.frozen); the loop draws them pass by pass, so its samples have the same distribution
+    but not the same values. All three run the same `FrozenMLP` layers.
     """
     if samples < 1:
         raise ValueError("samples must be at least 1")
