@@ -74,26 +74,35 @@ def dropout_with_generator(h: Tensor, rate: float, generator: MaskGenerator | No
     return _segment_dropout(h, rate, [generator], [h.shape[-2]])
 
 
-def _coin_bits(shape: torch.Size, generators: Sequence[MaskGenerator], sizes: Sequence[int]) -> np.ndarray:
-    """Rate-0.5 dropout's coins for `shape` (..., B, D): uint8 1 where a unit is kept, 0 where it
-    is dropped. Segment i (sizes[i] consecutive rows of axis -2) draws its (..., sizes[i], D)
-    coins from generators[i] alone, in row-major order."""
+# Byte -> its 8 coins as float32 0.0 / 1.0, coin j at bit j: one table lookup per byte makes the
+# float mask in one pass, where unpacking to bits and then casting takes two (16 images, T = 100:
+# 51 against 65 us with the product by h).
+_BYTE_COINS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(
+    np.float32
+)  # (256, 8)
+
+
+def _coins(shape: torch.Size, generators: Sequence[MaskGenerator], sizes: Sequence[int]) -> np.ndarray:
+    """Rate-0.5 dropout's coins for `shape` (..., B, D): float32 1.0 where a unit is kept, 0.0
+    where it is dropped. Segment i (sizes[i] consecutive rows of axis -2) draws its
+    (..., sizes[i], D) coins from generators[i] alone, in row-major order."""
     width, lead = shape[-1], shape[:-2]
     per_segment = [
         g.coin_bytes(math.prod(lead) * n, width).reshape(*lead, n, -1)
         for g, n in zip(generators, sizes, strict=True)
     ]
     octets = per_segment[0] if len(per_segment) == 1 else np.concatenate(per_segment, axis=-2)
-    return np.unpackbits(octets, axis=-1, count=width, bitorder="little")  # coin j at bit j % 8
+    coins = np.take(_BYTE_COINS, octets, axis=0).reshape(*octets.shape[:-1], -1)  # (..., B, 8 * bytes)
+    return coins if coins.shape[-1] == width else coins[..., :width]
 
 
 def _inverted_mask(
     shape: torch.Size, rate: float, generators: Sequence[MaskGenerator], sizes: Sequence[int], like: Tensor
 ) -> Tensor:
     """The inverted-dropout mask of `shape` (..., B, D): 1/keep where a unit is kept, 0 where it is
-    dropped, in like's dtype and device; segments as in `_coin_bits`."""
+    dropped, in like's dtype and device; segments as in `_coins`."""
     if rate == 0.5:
-        return torch.from_numpy(_coin_bits(shape, generators, sizes)).to(like.device, like.dtype) * 2.0
+        return torch.from_numpy(_coins(shape, generators, sizes)).to(like.device, like.dtype) * 2.0
     keep, width, lead = 1.0 - rate, shape[-1], shape[:-2]
     draws = [g.uniform((*lead, n, width)) for g, n in zip(generators, sizes, strict=True)]
     uniform = draws[0] if len(draws) == 1 else torch.cat(draws, dim=-2)
@@ -213,7 +222,7 @@ def _segment_dropout(
     if rate == 0.5 and h.is_cpu and h.dtype == torch.float32:
         # h * mask in numpy as coin * 2h, the same products (doubling is exact): at one image a
         # numpy call costs a microsecond against several for torch's, and this makes three fewer.
-        kept = _coin_bits(shape, sources, sizes).astype(np.float32)  # one cast, then a float product
+        kept = _coins(shape, sources, sizes)
         return torch.from_numpy(np.multiply(kept, h.numpy() * 2, out=kept))  # h broadcast
     return h * _inverted_mask(shape, rate, sources, sizes, h)
 

@@ -6,6 +6,7 @@ import torch
 
 from models.mc_dropout import (
     MaskGenerator,
+    _coins,
     _inverted_mask,
     _segment_dropout,
     deterministic_probabilities,
@@ -125,6 +126,14 @@ def test_coins_are_seeded_shake_128_output_one_draw_at_a_time(width):
     assert second.tobytes() == hashlib.shake_128(b"dropserve-coins:5:1").digest(first.size)
     assert np.array_equal(MaskGenerator(5).coin_bytes(6, width), first)  # the same seed, the same coins
     assert not np.array_equal(MaskGenerator(6).coin_bytes(6, width), first)
+
+
+@pytest.mark.parametrize("width", [7, 128])
+def test_coin_j_of_a_row_is_bit_j_modulo_8_of_its_byte_j_over_8(width):
+    coins = _coins(torch.Size((5, 3, width)), [generator_for(1)], [3])  # one draw of 15 rows
+    octets = MaskGenerator(1).coin_bytes(15, width)
+    expected = np.unpackbits(octets, axis=-1, count=width, bitorder="little").reshape(5, 3, width)
+    assert coins.dtype == np.float32 and np.array_equal(coins, expected)
 
 
 @pytest.mark.parametrize("width", [7, 128])
