@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
-from models import summary_kernel
 from service.dependencies import Serving
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
@@ -29,7 +28,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
-        summary_kernel.warm_up()  # compiled here (about a second), not in the first request
         keep_freed_memory()
         hand_back_the_gil_sooner()
         await app.state.runner.start()

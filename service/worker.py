@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import summary_kernel
 from models.artifact import load_artifact
 from models.frozen import FrozenMLP
 from service import wire
@@ -108,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     device = torch.device(args.device)
     torch.zeros(1, device=device)  # initialise the device now, not in the first request
-    summary_kernel.warm_up()
     settle_heap()
     with socket.socket(fileno=args.socket_fd) as sock:
         wire.send(sock, {"ready": True, "pid": os.getpid()})
