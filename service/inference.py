@@ -53,8 +53,9 @@ def mc_summary(
     """Shared-prefix MC dropout over a batch of requests, request i (rows[i] consecutive inputs)
     seeded with seeds[i]: the statistics (B, ...) and the passes' probabilities (T, B, C). Each
     input's answer is the same in any batch."""
-    x = torch.from_numpy(pixels).to(model.device)
-    generators = [generator_for(seed, model.device) for seed in seeds]
+    device = model.device
+    x = torch.from_numpy(pixels).to(device)
+    generators = [generator_for(seed, device) for seed in seeds]
     return summarize_logits(mc_dropout_logits_segments(model, x, samples, generators, rows))
 
 

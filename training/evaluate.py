@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.frozen import freeze
 from models.mc_dropout import deterministic_probabilities, generator_for, mc_dropout_probabilities
 from models.network import DropoutMLP
 from models.uncertainty import UncertaintySummary, entropy, summarize_tensor
@@ -28,8 +29,9 @@ ECE_BINS = 15
 
 def predict_deterministic(model: DropoutMLP, x: Tensor) -> Tensor:
     """(N, 784) -> (N, C) eval-mode probabilities."""
+    frozen = freeze(model)  # one copy of the weights for every batch
     return torch.cat(
-        [deterministic_probabilities(model, x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
+        [deterministic_probabilities(frozen, x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
     )
 
 
@@ -42,10 +44,10 @@ def _concat(parts: list[UncertaintySummary[Tensor]]) -> UncertaintySummary[Tenso
 
 def mc_summaries(model: DropoutMLP, x: Tensor, samples: int, seed: int) -> UncertaintySummary[Tensor]:
     """MC-dropout summaries for every input, batched; one generator for the whole set."""
-    generator = generator_for(seed, x.device)
+    generator, frozen = generator_for(seed, x.device), freeze(model)
     return _concat(
         [
-            summarize_tensor(mc_dropout_probabilities(model, x[i : i + EVAL_BATCH], samples, generator))
+            summarize_tensor(mc_dropout_probabilities(frozen, x[i : i + EVAL_BATCH], samples, generator))
             for i in range(0, len(x), EVAL_BATCH)
         ]
     )
@@ -72,12 +74,12 @@ def evaluate(
     grid costs max(T) passes, not their sum; the primary T's statistics feed OOD and selection.
     """
     counts = sorted({*grid, samples})
-    generator = generator_for(seed, x.device)
+    generator, frozen = generator_for(seed, x.device), freeze(model)
     means: dict[int, list[Tensor]] = {t: [] for t in counts}
     aleatoric: dict[int, list[np.ndarray]] = {t: [] for t in counts}
     parts = []
     for i in range(0, len(x), EVAL_BATCH):
-        probs = mc_dropout_probabilities(model, x[i : i + EVAL_BATCH], counts[-1], generator)  # (T, B, C)
+        probs = mc_dropout_probabilities(frozen, x[i : i + EVAL_BATCH], counts[-1], generator)  # (T, B, C)
         running_probs = probs.cumsum(0)  # (T, B, C)
         running_entropy = entropy(probs.cpu().double().numpy()).cumsum(0)  # (T, B)
         for t in counts:

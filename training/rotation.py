@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models.frozen import freeze
 from models.mc_dropout import generator_for, mc_dropout_probabilities
 from models.network import DropoutMLP
 from models.uncertainty import summarize_tensor
@@ -58,7 +59,7 @@ def rotation_experiment(
     `population` test images with their accuracy."""
     index = first_index_of(y_test, digit_label)
     crowd_x, crowd_y = x_test[:population], y_test[:population]
-    generator = generator_for(seed, x_test.device)
+    generator, frozen = generator_for(seed, x_test.device), freeze(model)
     digit: dict[str, list[float | int]] = {
         key: [] for key in ("label", "confidence", "predictive_entropy", "mutual_information")
     }
@@ -67,14 +68,14 @@ def rotation_experiment(
     }
     for angle in angles:
         one = summarize_tensor(
-            mc_dropout_probabilities(model, rotate(x_test[index : index + 1], angle), samples, generator)
+            mc_dropout_probabilities(frozen, rotate(x_test[index : index + 1], angle), samples, generator)
         )
         confidence, label = one.mean_probabilities[0].max(-1)
         digit["label"].append(int(label))
         digit["confidence"].append(confidence.item())
         digit["predictive_entropy"].append(one.predictive_entropy[0].item())
         digit["mutual_information"].append(one.mutual_information[0].item())
-        many = summarize_tensor(mc_dropout_probabilities(model, rotate(crowd_x, angle), samples, generator))
+        many = summarize_tensor(mc_dropout_probabilities(frozen, rotate(crowd_x, angle), samples, generator))
         crowd["accuracy"].append((many.mean_probabilities.argmax(-1) == crowd_y).double().mean().item())
         crowd["mean_predictive_entropy"].append(many.predictive_entropy.mean().item())
         crowd["mean_mutual_information"].append(many.mutual_information.mean().item())
