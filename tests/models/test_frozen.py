@@ -30,7 +30,7 @@ def test_a_row_s_logits_do_not_depend_on_the_rows_around_it(rows):
     frozen = freeze(DropoutMLP(MLPSpec(hidden_sizes=(128,))).eval())  # the seed recipe's widths
     x = torch.rand(rows, 784, generator=torch.Generator().manual_seed(rows))
     with torch.inference_mode():
-        alone = torch.cat([frozen.logits(row[None]) for row in x])  # each padded to 4 rows
+        alone = torch.cat([frozen.logits(row[None]) for row in x])  # each padded to MIN_BATCH_ROWS
         assert torch.equal(frozen.logits(x), alone)
 
 

@@ -66,6 +66,30 @@ def test_shared_prefix_and_whole_input_replication_give_identical_samples(input_
     assert torch.allclose(shared, replicate, atol=1e-5)
 
 
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("rate", [0.5, 0.3], ids=["coins in numpy", "uniform draws in torch"])
+@pytest.mark.parametrize("rows", [1, 5])
+def test_dropout_folded_into_the_output_layer_gives_the_replicated_samples(rate, rows):
+    # One hidden layer, no input dropout: the shared prefix multiplies masks by activation-scaled
+    # output weights instead of dropping units and then applying the output layer.
+    model = DropoutMLP(MLPSpec(hidden_sizes=(128,), input_dropout=0.0, hidden_dropout=rate)).eval()
+    x = torch.rand(rows, 784, generator=torch.Generator().manual_seed(rows))
+    shared = mc_dropout_logits(model, x, 100, generator_for(3), "shared_prefix")
+    replicate = mc_dropout_logits(model, x, 100, generator_for(3), "replicate")
+    assert shared.shape == (100, rows, 10)
+    assert torch.allclose(shared, replicate, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(shared[0], shared[1])  # the passes differ
+
+
+def test_an_input_that_requires_grad_records_no_graph():
+    model = tiny_model()
+    x = torch.rand(2, 784, requires_grad=True)
+    assert not mc_dropout_logits(model, x, 5, generator_for(0)).requires_grad
+    assert not mc_dropout_logits(model, x, 5, generator_for(0), "replicate").requires_grad
+    assert not deterministic_probabilities(model, x).requires_grad
+    assert x.grad is None
+
+
 @pytest.mark.parametrize(
     "spec",
     [MLPSpec(hidden_sizes=(32,), input_dropout=0.0), MLPSpec(hidden_sizes=(32, 16), input_dropout=0.2)],

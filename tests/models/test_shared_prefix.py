@@ -40,6 +40,16 @@ def test_a_segment_answer_does_not_depend_on_its_batch_mates(spec, samples):
         assert torch.equal(after[:, :2], alone)
 
 
+@pytest.mark.parametrize("mates", [1, 2, 7, 40])
+def test_one_image_s_seed_model_samples_are_the_same_beside_any_number_of_images(mates):
+    model = tiny_model(spec=SEED_SPEC)  # one dropout, folded into the output layer
+    mine = images(1, seed=1)
+    alone = segments(model, [(mine, 42)], 100)  # (T, 1, C)
+    others = [(images(1, seed=10 + i), i) for i in range(mates)]
+    assert torch.equal(segments(model, [*others, (mine, 42)], 100)[:, -1:], alone)
+    assert torch.equal(segments(model, [(mine, 42), *others], 100)[:, :1], alone)
+
+
 @pytest.mark.parametrize("spec", [SEED_SPEC, PAPER_SPEC], ids=["seed", "paper"])
 def test_one_segment_draws_the_same_masks_as_the_shared_prefix_sampler(spec):
     model = tiny_model(spec=spec)
