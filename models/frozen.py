@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import cast
 
 import numpy as np
@@ -51,10 +52,16 @@ class FrozenLinear:
     def of(cls, layer: nn.Linear) -> FrozenLinear:
         return cls(layer.weight.detach().t().contiguous(), layer.bias.detach().clone())
 
+    @cached_property
+    def numpy_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(W (D_out, D_in) contiguous, b as a (D_out, 1) column) in numpy, made on first use, for
+        arithmetic on a CPU model that runs in numpy."""
+        return np.ascontiguousarray(self.weight_t.numpy().T), self.bias.numpy()[:, None]
+
     def __call__(self, h: Tensor) -> Tensor:
         """(..., D_in) -> (..., D_out), on at least MIN_BATCH_ROWS rows (a row rounds the same in
         any batch)."""
-        if h.dim() == 2 and len(h) >= MIN_BATCH_ROWS:
+        if h.dim() == 2 and h.shape[0] >= MIN_BATCH_ROWS:
             return torch.addmm(self.bias, h, self.weight_t)
         flat = h.reshape(-1, h.shape[-1])  # (N, D_in)
         if len(flat) >= MIN_BATCH_ROWS:  # no padding, no slice: ~2 us of a one-image MC call
@@ -87,12 +94,13 @@ class FrozenMLP:
         small batch is padded once, not at every layer. On CPU float32 in numpy, the same bits as
         `normalize` (one correctly rounded subtraction and division per pixel) in two calls of a
         microsecond each where torch's cost five to ten."""
-        rows = len(x)
         if not x.is_cpu or x.dtype != torch.float32 or x.requires_grad:
             return pad_rows(self.normalize(x))
-        padded = np.zeros((max(rows, MIN_BATCH_ROWS), self.spec.input_size), dtype=np.float32)
+        pixels = x.numpy().reshape(x.shape[0], -1)  # (B, D)
+        rows = pixels.shape[0]
+        padded = np.zeros((max(rows, MIN_BATCH_ROWS), pixels.shape[1]), dtype=np.float32)
         real = padded[:rows]
-        np.subtract(x.numpy().reshape(rows, -1), self.normalization.mean, out=real)
+        np.subtract(pixels, self.normalization.mean, out=real)
         np.divide(real, self.normalization.std, out=real)
         return torch.from_numpy(padded)
 
