@@ -234,6 +234,8 @@ def mc_dropout_logits_segments(
         raise ValueError("one generator per segment, and the segment sizes must add up to the batch")
     model = freeze(model)
     prefix, start, rate = _deterministic_prefix(model, without_grad(x))  # (max(B, MIN_BATCH_ROWS), D)
+    if samples <= _SEGMENT_PASSES:
+        return _passes(model, prefix, start, rate, generators, sizes, samples)
     outputs = [
         _passes(model, prefix, start, rate, generators, sizes, min(_SEGMENT_PASSES, samples - first))
         for first in range(0, samples, _SEGMENT_PASSES)

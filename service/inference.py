@@ -85,7 +85,8 @@ def split_uncertainty(
         rows = slice(first, first + job.rows)
         first += job.rows
         passes = probs[:, rows].transpose(1, 0, 2) if probs is not None and job.return_samples else None
-        results.append(UncertaintyResult(summary.rows(rows), samples, job.seed, passes))
+        mine = summary if len(jobs) == 1 else summary.rows(rows)  # a lone job's batch is its own
+        results.append(UncertaintyResult(mine, samples, job.seed, passes))
     return results
 
 
