@@ -96,7 +96,7 @@ def _coin_octets(
         g.coin_bytes(math.prod(lead) * n, width).reshape(*lead, n, -1)
         for g, n in zip(generators, sizes, strict=True)
     ]
-    return per_segment[0] if len(per_segment) == 1 else np.concatenate(per_segment, axis=-2)
+    return np.concatenate(per_segment, axis=-2)
 
 
 def _unpacked(octets: np.ndarray, width: int, table: np.ndarray = _BYTE_COINS) -> np.ndarray:
