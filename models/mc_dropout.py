@@ -198,13 +198,7 @@ def mc_dropout_logits(
     prefix, start, rate = _deterministic_prefix(model, x)  # (max(B, MIN_BATCH_ROWS), D)
     rows = x.shape[0]
     chunk = max(1, _CHUNK_ELEMENTS // max(1, rows * prefix.shape[1]))
-    if samples <= chunk:
-        return _passes(model, prefix, start, rate, [generator], [rows], samples)
-    outputs = [
-        _passes(model, prefix, start, rate, [generator], [rows], min(chunk, samples - first))
-        for first in range(0, samples, chunk)
-    ]  # each (T_chunk, B, C)
-    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    return _chunked_passes(model, prefix, start, rate, [generator], [rows], samples, chunk)
 
 
 def _one_pass(model: FrozenMLP, x: Tensor, generator: MaskGenerator | None) -> Tensor:
@@ -234,13 +228,28 @@ def mc_dropout_logits_segments(
         raise ValueError("one generator per segment, and the segment sizes must add up to the batch")
     model = freeze(model)
     prefix, start, rate = _deterministic_prefix(model, without_grad(x))  # (max(B, MIN_BATCH_ROWS), D)
-    if samples <= _SEGMENT_PASSES:
+    return _chunked_passes(model, prefix, start, rate, generators, sizes, samples, _SEGMENT_PASSES)
+
+
+def _chunked_passes(
+    model: FrozenMLP,
+    prefix: Tensor,
+    start: int,
+    rate: float,
+    generators: Sequence[MaskGenerator | None],
+    sizes: Sequence[int],
+    samples: int,
+    chunk: int,
+) -> Tensor:
+    """`_passes` in chunks of at most `chunk` passes, each its own draw of masks: (samples, B, C)."""
+    if samples <= chunk:  # the usual case: no list, no concatenation
         return _passes(model, prefix, start, rate, generators, sizes, samples)
-    outputs = [
-        _passes(model, prefix, start, rate, generators, sizes, min(_SEGMENT_PASSES, samples - first))
-        for first in range(0, samples, _SEGMENT_PASSES)
-    ]  # each (T_chunk, B, C)
-    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    return torch.cat(
+        [
+            _passes(model, prefix, start, rate, generators, sizes, min(chunk, samples - first))
+            for first in range(0, samples, chunk)
+        ]
+    )
 
 
 def _passes(
@@ -275,10 +284,11 @@ def _dropout_then_output(
     The output layer is linear: a pass's logits (m * h / keep) W + b, for its 0/1 mask m, are
     m (diag(h / keep) W) + b. So each input's output weights are scaled by its activation once,
     (B, C, D), and the passes multiply bare masks by them: the (copies, B, D) dropped activations
-    are never made. With the matmul below, T = 100 takes ~40 us for one image against ~46, and
-    ~216 us for 16 against ~229 (in process, one thread). The masks are `_segment_dropout`'s; the
-    logits equal its path's to float rounding (products rounded in another order). In numpy a
-    row's bits do not depend on the batch: every input runs the same (C, D) x (D, copies) product.
+    are never made: T = 100 took ~40 us for one image against ~46 unfolded, and ~216 us for 16
+    against ~229 (in process, one thread; ~32 us for one image with the later trims). The masks
+    are `_segment_dropout`'s; the logits equal its path's to float rounding (products rounded in
+    another order). In numpy a row's bits do not depend on the batch: every input runs the same
+    (C, D) x (D, copies) product.
     """
     rows, width = sum(sizes), h.shape[1]
     if rate == 0.5 and h.is_cpu and h.dtype == torch.float32:  # in numpy: fewer microseconds a call
