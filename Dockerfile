@@ -5,8 +5,11 @@
 # Behind a TLS-intercepting proxy, hand pip its CA bundle as a BuildKit secret (never a layer):
 #   DOCKER_BUILDKIT=1 docker build --secret id=pip_ca,src=/etc/ssl/certs/ca-certificates.crt ...
 ARG BASE_IMAGE=python:3.11-slim
+# The build stage compiles models/_kernels.c: an image with a C compiler and Python's headers, and
+# Python at the same path as in BASE_IMAGE (deploy/base-image.sh prints such a pair).
+ARG BUILD_IMAGE=python:3.11
 
-FROM ${BASE_IMAGE} AS build
+FROM ${BUILD_IMAGE} AS build
 # CPU wheels by default; any PyTorch index (cu128, rocm...) swaps the build.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # 1: install only from deploy/wheelhouse/ (filled by deploy/wheelhouse.sh), no network.

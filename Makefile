@@ -10,8 +10,9 @@ MODEL  ?= mnist-mlp
 
 setup: $(STAMP)
 
-# Re-install only when the project's dependencies change.
-$(STAMP): pyproject.toml
+# Re-install only when the project's dependencies or its C kernels change.
+$(STAMP): pyproject.toml models/_kernels.c
+	deploy/c-toolchain.sh $(PYTHON)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

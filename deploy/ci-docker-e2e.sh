@@ -50,12 +50,13 @@ teardown() {
 }
 trap teardown EXIT
 
-step "base image"
-export BASE_IMAGE
+step "base images"
+export BASE_IMAGE BUILD_IMAGE
 BASE_IMAGE=$(deploy/base-image.sh)
-echo "base: $BASE_IMAGE"
+BUILD_IMAGE=$(deploy/base-image.sh build)
+echo "base: $BASE_IMAGE, build stage: $BUILD_IMAGE"
 
-build_args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "OFFLINE=$OFFLINE")
+build_args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "BUILD_IMAGE=$BUILD_IMAGE" --build-arg "OFFLINE=$OFFLINE")
 if [ "$OFFLINE" = 1 ]; then
     if ! ls deploy/wheelhouse/torch-*.whl >/dev/null 2>&1; then
         step "wheelhouse (pip download on the host)"

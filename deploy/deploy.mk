@@ -13,7 +13,8 @@ COMPOSE       ?= $(shell $(DOCKER) compose version >/dev/null 2>&1 && echo "$(DO
 docker-engine:
 	DOCKER=$(DOCKER) deploy/docker-engine.sh
 
-# Prints the base image: python:3.11-slim when pullable, else a debootstrap-built local one.
+# Prints the base image: python:3.11-slim when pullable, else a debootstrap-built local one (the
+# build stage's, with a C compiler: deploy/base-image.sh build).
 docker-base: docker-engine
 	@DOCKER=$(DOCKER) deploy/base-image.sh
 
@@ -28,7 +29,8 @@ $(WHEELHOUSE_STAMP): pyproject.toml
 # host CA bundle handed to pip as a build secret (for TLS-intercepting proxies).
 docker-build: docker-engine $(if $(filter 1,$(OFFLINE)),$(WHEELHOUSE_STAMP))
 	$(DOCKER_BUILD_ENV) $(DOCKER) build \
-		--build-arg BASE_IMAGE=$$(DOCKER=$(DOCKER) deploy/base-image.sh) --build-arg OFFLINE=$(OFFLINE) \
+		--build-arg BASE_IMAGE=$$(DOCKER=$(DOCKER) deploy/base-image.sh) \
+		--build-arg BUILD_IMAGE=$$(DOCKER=$(DOCKER) deploy/base-image.sh build) --build-arg OFFLINE=$(OFFLINE) \
 		$(if $(filter 0,$(OFFLINE)),$(PIP_CA_SECRET)) \
 		-t $(IMAGE) .
 	@echo "$(IMAGE): $$($(DOCKER) image inspect -f '{{.Size}}' $(IMAGE) | awk '{printf "%d MB", $$1/1e6}'), user $$($(DOCKER) image inspect -f '{{.Config.User}}' $(IMAGE))"

@@ -54,9 +54,9 @@ class FrozenLinear:
 
     @cached_property
     def numpy_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """(W (D_out, D_in) contiguous, b as a (D_out, 1) column) in numpy, made on first use, for
-        arithmetic on a CPU model that runs in numpy."""
-        return np.ascontiguousarray(self.weight_t.numpy().T), self.bias.numpy()[:, None]
+        """(W (D_out, D_in), b (D_out,)) as contiguous numpy arrays, made on first use, for the
+        compiled kernels on a CPU model."""
+        return np.ascontiguousarray(self.weight_t.numpy().T), np.ascontiguousarray(self.bias.numpy())
 
     def __call__(self, h: Tensor) -> Tensor:
         """(..., D_in) -> (..., D_out), on at least MIN_BATCH_ROWS rows (a row rounds the same in

@@ -25,6 +25,8 @@ def compose() -> dict[str, Any]:
 def test_dockerfile_bases_runtime_and_user() -> None:
     text = dockerfile()
     assert "ARG BASE_IMAGE=python:3.11-slim" in text
+    # the build stage compiles models/_kernels.c: the full image of the same Python has gcc
+    assert "ARG BUILD_IMAGE=python:3.11\n" in text and "FROM ${BUILD_IMAGE} AS build" in text
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
     final_stage = text.split("\nFROM ")[-1]
     assert re.search(r"^USER (?!root)\S+", final_stage, re.MULTILINE), "the final stage must not run as root"
