@@ -197,7 +197,7 @@ def mc_dropout_logits(
     prefix, start, rate = _deterministic_prefix(model, x)  # (max(B, MIN_BATCH_ROWS), D)
     rows = x.shape[0]
     chunk = max(1, _CHUNK_ELEMENTS // max(1, rows * prefix.shape[1]))
-    return _chunked_passes(model, prefix, start, rate, [generator], [rows], samples, chunk)
+    return _in_chunks(partial(_passes, model, prefix, start, rate, [generator], [rows]), samples, chunk)
 
 
 def _one_pass(model: FrozenMLP, x: Tensor, generator: MaskGenerator | None) -> Tensor:
@@ -227,28 +227,16 @@ def mc_dropout_logits_segments(
         raise ValueError("one generator per segment, and the segment sizes must add up to the batch")
     model = freeze(model)
     prefix, start, rate = _deterministic_prefix(model, without_grad(x))  # (max(B, MIN_BATCH_ROWS), D)
-    return _chunked_passes(model, prefix, start, rate, generators, sizes, samples, _SEGMENT_PASSES)
+    passes = partial(_passes, model, prefix, start, rate, generators, sizes)
+    return _in_chunks(passes, samples, _SEGMENT_PASSES)
 
 
-def _chunked_passes(
-    model: FrozenMLP,
-    prefix: Tensor,
-    start: int,
-    rate: float,
-    generators: Sequence[MaskGenerator | None],
-    sizes: Sequence[int],
-    samples: int,
-    chunk: int,
-) -> Tensor:
-    """`_passes` in chunks of at most `chunk` passes, each its own draw of masks: (samples, B, C)."""
+def _in_chunks(passes: Callable[[int], Tensor], samples: int, chunk: int) -> Tensor:
+    """`passes(n)` ((n, B, C) logits, a fresh draw of masks each call) for `samples` passes, in
+    chunks of at most `chunk`: (samples, B, C)."""
     if samples <= chunk:  # the usual case: no list, no concatenation
-        return _passes(model, prefix, start, rate, generators, sizes, samples)
-    return torch.cat(
-        [
-            _passes(model, prefix, start, rate, generators, sizes, min(chunk, samples - first))
-            for first in range(0, samples, chunk)
-        ]
-    )
+        return passes(samples)
+    return torch.cat([passes(min(chunk, samples - first)) for first in range(0, samples, chunk)])
 
 
 def _passes(

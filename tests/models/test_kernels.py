@@ -17,7 +17,9 @@ def coins(octets: np.ndarray, width: int) -> np.ndarray:
     return np.unpackbits(octets, axis=-1, bitorder="little")[..., :width].astype(np.float64)
 
 
-def masked_output(h: np.ndarray, weight: np.ndarray, bias: np.ndarray, octets: np.ndarray) -> np.ndarray:
+def reference_masked_output(
+    h: np.ndarray, weight: np.ndarray, bias: np.ndarray, octets: np.ndarray
+) -> np.ndarray:
     """The reference: drop units of h (B, D) with the coins, scale by 2, output layer: (B, C, T)."""
     dropped = coins(octets, h.shape[1]) * 2 * h.astype(np.float64)  # (T, B, D)
     logits = dropped @ weight.T.astype(np.float64) + bias  # (T, B, C)
@@ -48,7 +50,7 @@ def run_masked_output(h, weight, bias, octets) -> np.ndarray:
 def test_masked_output_is_dropout_then_the_output_layer(rows, width, classes, passes):
     h, weight, bias, octets = random_case(rows, width, classes, passes)
     ours = run_masked_output(h, weight, bias, octets)
-    assert np.allclose(ours, masked_output(h, weight, bias, octets), rtol=1e-5, atol=1e-4)
+    assert np.allclose(ours, reference_masked_output(h, weight, bias, octets), rtol=1e-5, atol=1e-4)
 
 
 def test_masked_output_of_one_input_is_the_same_in_any_batch():
