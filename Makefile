@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARTIFACTS ?= artifacts
 MODEL  ?= mnist-mlp
 
-.PHONY: setup run serve train test test-fast lint format typecheck clean
+.PHONY: setup run serve train test test-fast test-blas-paths lint format typecheck clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,16 @@ train: setup
 
 test: setup data
 	$(BIN)/python -m pytest -q
+
+# The reproducibility tests again on other BLAS and ATen kernels than this CPU's best: an answer's
+# bytes must not depend on what shares the engine, whatever code path the CPU takes.
+BLAS_PATHS ?= AVX2:avx2 SSE4_2:default
+test-blas-paths: setup
+	@for path in $(BLAS_PATHS); do \
+		echo "== MKL_ENABLE_INSTRUCTIONS=$${path%%:*} ATEN_CPU_CAPABILITY=$${path##*:}"; \
+		MKL_ENABLE_INSTRUCTIONS=$${path%%:*} ATEN_CPU_CAPABILITY=$${path##*:} \
+			$(BIN)/python -m pytest -q tests/models tests/service/test_engine.py || exit 1; \
+	done
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.frozen import FrozenMLP, freeze
 from models.network import DropoutMLP
 from models.spec import Manifest
 
@@ -35,7 +34,6 @@ class LoadedModel:
     """An eval-mode network and the manifest it was built from."""
 
     model: DropoutMLP
-    frozen: FrozenMLP  # its weights laid out for inference, which serves from it
     manifest: Manifest
     path: Path
     device: torch.device  # where the weights live; inputs go there
@@ -136,4 +134,4 @@ def load_artifact(path: Path, device: torch.device | str = "cpu") -> LoadedModel
     model.to(device).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return LoadedModel(model, freeze(model), manifest, path, torch.device(device))
+    return LoadedModel(model, manifest, path, torch.device(device))

@@ -47,8 +47,6 @@ class DropoutMLP(nn.Module):
         return self.activation(self.hidden[index](h))
 
     def forward(self, x: Tensor) -> Tensor:
-        # Dropout only while training: in eval mode F.dropout would still be a torch call, and in
-        # the service each call hands the GIL back to the event loop and waits to take it again.
         h = self.normalize(x)  # (B, D)
         if self.training:
             h = F.dropout(h, self.spec.input_dropout)

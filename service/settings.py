@@ -34,28 +34,29 @@ class Settings(BaseSettings):
     """MC-dropout passes when a request names none."""
     mc_samples_max: int = Field(10_000, ge=1)
     """Upper bound on requested MC passes; more gets 422."""
-    batch_max_size: int = Field(64, ge=1)
-    """Most instances one batched forward pass gathers across concurrent requests."""
-    batch_max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
-    """Longest a request waits for others to join its batch."""
-    queue_max: int = Field(128, ge=1)
-    """Inference requests in flight (admitted and not yet answered) before new ones get 503 with
-    Retry-After, refused before the body is read so that shedding stays cheap; the micro-batching
-    queue holds at most as many."""
+    max_response_values: int = Field(2_000_000, ge=1000)
+    """Most sampled probabilities one answer may carry (instances x samples x classes with
+    `return_samples`, about 20 bytes of JSON each); more gets 413 saying what to send instead."""
+    queue_max: int = Field(256, ge=1)
+    """Inference requests in the engine (decoded, queued or computing) before new ones get 503
+    with Retry-After. Requests still uploading or decoding do not count."""
     queue_max_wait_ms: float = Field(250.0, gt=0.0)
-    """Longest a request may wait for inference, from its arrival (headers parsed) to the start of
-    its batch; one that waited longer gets 503 with Retry-After, which keeps accepted requests'
-    latency bounded under overload."""
-    torch_threads: int = Field(1, ge=1, le=256)
-    """Intra-op threads for torch; small MLP batches run fastest on one, and with one a request's
-    answer does not depend on what shares its micro-batch."""
-    inference_process: bool = True
-    """Run batches of concurrent requests in a child process with its own interpreter lock, so
-    that inference and the event loop never wait on each other for it (a lone request still runs
-    in the server); false runs every batch in a thread of the server (one process to debug, and
-    the tests' quick app). Each process holds its own copy of the weights."""
+    """Longest a decoded request may wait for its first compute step; one that waited longer gets
+    503 with Retry-After, which keeps accepted requests' latency bounded under overload."""
     request_timeout_s: float = Field(30.0, gt=0.0)
-    """Longest an inference request may wait and run before a 503."""
+    """Longest an inference request may compute; past it, its computation stops and it gets 503."""
+    body_timeout_s: float = Field(10.0, gt=0.0)
+    """Longest a request body may take to arrive once its headers have; past it, 408."""
+    compute_slice_ms: float = Field(5.0, gt=0.0, le=1000.0)
+    """Compute the engine runs before it lets the event loop serve I/O again (a step, such as a
+    chunk of MC passes, is never cut)."""
+    decode_threads: int = Field(2, ge=1, le=64)
+    """Threads that decode large bodies and images off the event loop."""
+    workers: int = Field(1, ge=1, le=64)
+    """Server processes (uvicorn workers), each with its own engine and copy of the models: the
+    way to use more than one core."""
+    torch_threads: int = Field(1, ge=1, le=256)
+    """Intra-op threads for torch per process; small MLP requests run fastest on one."""
     device: str = "cpu"
     """Torch device the models run on: cpu, cuda, cuda:0 ..."""
     log_format: Literal["text", "json"] = "text"

@@ -10,10 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.frozen import freeze
-from models.mc_dropout import deterministic_probabilities, generator_for, mc_dropout_probabilities
+from models.mc_dropout import MaskSource, mc_dropout_logits, predict_logits
 from models.network import DropoutMLP
-from models.uncertainty import UncertaintySummary, entropy, summarize_tensor
+from models.uncertainty import UncertaintySummary, entropy, summarize_logits
 from training.metrics import (
     classification_metrics,
     quantile_threshold,
@@ -29,25 +28,21 @@ ECE_BINS = 15
 
 def predict_deterministic(model: DropoutMLP, x: Tensor) -> Tensor:
     """(N, 784) -> (N, C) eval-mode probabilities."""
-    frozen = freeze(model)  # one copy of the weights for every batch
-    return torch.cat(
-        [deterministic_probabilities(frozen, x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
-    )
+    batches = [predict_logits(model, x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
+    return torch.softmax(torch.cat(batches), dim=-1)
 
 
-def _concat(parts: list[UncertaintySummary[Tensor]]) -> UncertaintySummary[Tensor]:
-    fields = UncertaintySummary.__dataclass_fields__
-    return UncertaintySummary[Tensor](
-        **{name: torch.cat([getattr(p, name) for p in parts]) for name in fields}
-    )
+def summarize_passes(logits: Tensor) -> UncertaintySummary:
+    """The statistics (models.uncertainty, the service's own) of (T, B, C) MC logits."""
+    return summarize_logits(logits.numpy(force=True))[0]
 
 
-def mc_summaries(model: DropoutMLP, x: Tensor, samples: int, seed: int) -> UncertaintySummary[Tensor]:
-    """MC-dropout summaries for every input, batched; one generator for the whole set."""
-    generator, frozen = generator_for(seed, x.device), freeze(model)
-    return _concat(
+def mc_summaries(model: DropoutMLP, x: Tensor, samples: int, seed: int) -> UncertaintySummary:
+    """MC-dropout summaries for every input, batched; one mask source for the whole set."""
+    masks = MaskSource(seed)
+    return UncertaintySummary.concatenate(
         [
-            summarize_tensor(mc_dropout_probabilities(frozen, x[i : i + EVAL_BATCH], samples, generator))
+            summarize_passes(mc_dropout_logits(model, x[i : i + EVAL_BATCH], samples, masks))
             for i in range(0, len(x), EVAL_BATCH)
         ]
     )
@@ -57,7 +52,7 @@ def mc_summaries(model: DropoutMLP, x: Tensor, samples: int, seed: int) -> Uncer
 class TestEvaluation:
     metrics: dict[str, Any]  # the "test" section of metrics.json
     deterministic: Tensor  # (N, C) eval-mode probabilities
-    summary: UncertaintySummary[Tensor]  # MC statistics at the primary number of passes
+    summary: UncertaintySummary  # MC statistics at the primary number of passes
 
 
 def evaluate(
@@ -74,19 +69,20 @@ def evaluate(
     grid costs max(T) passes, not their sum; the primary T's statistics feed OOD and selection.
     """
     counts = sorted({*grid, samples})
-    generator, frozen = generator_for(seed, x.device), freeze(model)
+    masks = MaskSource(seed)
     means: dict[int, list[Tensor]] = {t: [] for t in counts}
     aleatoric: dict[int, list[np.ndarray]] = {t: [] for t in counts}
     parts = []
     for i in range(0, len(x), EVAL_BATCH):
-        probs = mc_dropout_probabilities(frozen, x[i : i + EVAL_BATCH], counts[-1], generator)  # (T, B, C)
+        logits = mc_dropout_logits(model, x[i : i + EVAL_BATCH], counts[-1], masks)  # (T, B, C)
+        probs = torch.softmax(logits, dim=-1)
         running_probs = probs.cumsum(0)  # (T, B, C)
         running_entropy = entropy(probs.cpu().double().numpy()).cumsum(0)  # (T, B)
         for t in counts:
             means[t].append(running_probs[t - 1] / t)
             aleatoric[t].append(running_entropy[t - 1] / t)
-        parts.append(summarize_tensor(probs[:samples]))
-    summary = _concat(parts)
+        parts.append(summarize_passes(logits[:samples]))
+    summary = UncertaintySummary.concatenate(parts)
     deterministic = predict_deterministic(model, x)
 
     metrics: dict[str, Any] = {
@@ -105,7 +101,7 @@ def evaluate(
     metrics["reliability"] = {
         "bins": ECE_BINS,
         "deterministic": reliability_bins(deterministic, y, ECE_BINS),
-        "mc": reliability_bins(summary.mean_probabilities, y, ECE_BINS),
+        "mc": reliability_bins(torch.from_numpy(summary.mean_probabilities), y, ECE_BINS),
     }
     metrics["selective"] = selective_prediction(deterministic, summary, y)
     return TestEvaluation(metrics=metrics, deterministic=deterministic, summary=summary)
@@ -113,18 +109,19 @@ def evaluate(
 
 def selective_prediction(
     deterministic: Tensor,
-    summary: UncertaintySummary[Tensor],
+    summary: UncertaintySummary,
     y: Tensor,
     abstain: tuple[float, ...] = ABSTAIN,
 ) -> dict[str, list[float]]:
     """Accuracy on what is kept after abstaining on the most uncertain share, per ranking."""
+    mean = torch.from_numpy(summary.mean_probabilities)
     det_correct = deterministic.argmax(-1) == y
-    mc_correct = summary.mean_probabilities.argmax(-1) == y
+    mc_correct = mean.argmax(-1) == y
     rankings = {
         "deterministic_max_probability": (det_correct, -deterministic.max(-1).values),
-        "mc_max_probability": (mc_correct, -summary.mean_probabilities.max(-1).values),
-        "mc_predictive_entropy": (mc_correct, summary.predictive_entropy),
-        "mc_mutual_information": (mc_correct, summary.mutual_information),
+        "mc_max_probability": (mc_correct, -mean.max(-1).values),
+        "mc_predictive_entropy": (mc_correct, torch.from_numpy(summary.predictive_entropy)),
+        "mc_mutual_information": (mc_correct, torch.from_numpy(summary.mutual_information)),
     }
     table: dict[str, list[float]] = {"abstain": list(abstain)}
     for name, (correct, uncertainty) in rankings.items():
@@ -137,4 +134,4 @@ def calibrate_ood_threshold(
 ) -> float:
     """Mutual information at the `quantile` of the validation set: above it, an input is flagged OOD."""
     mutual_information = mc_summaries(model, x_val, samples, seed).mutual_information
-    return quantile_threshold(mutual_information, quantile)
+    return quantile_threshold(torch.from_numpy(mutual_information), quantile)

@@ -6,6 +6,7 @@ No scikit-learn: ECE, AUROC and average precision are a few lines each and their
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -69,14 +70,14 @@ def classification_metrics(probs: Tensor, labels: Tensor) -> dict[str, float]:
     }
 
 
-def quantile_threshold(values: Tensor, quantile: float) -> float:
+def quantile_threshold(values: Tensor | np.ndarray, quantile: float) -> float:
     """The `quantile` of `values` (linear interpolation), e.g. 0.95 for the OOD threshold."""
-    return torch.quantile(values.double(), quantile).item()
+    return torch.quantile(torch.as_tensor(values).double(), quantile).item()
 
 
-def fraction_above(values: Tensor, threshold: float) -> float:
+def fraction_above(values: Tensor | np.ndarray, threshold: float) -> float:
     """Share of `values` strictly above `threshold`: what an `ood` flag at that threshold marks."""
-    return (values.double() > threshold).double().mean().item()
+    return (torch.as_tensor(values).double() > threshold).double().mean().item()
 
 
 def auroc(scores: Tensor, positive: Tensor) -> float:

@@ -16,13 +16,13 @@ from training.metrics import auroc, average_precision, fraction_above
 OOD_PARTNER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 
 
-def ood_scores(summary: UncertaintySummary[Tensor], deterministic_probs: Tensor) -> dict[str, Tensor]:
+def ood_scores(summary: UncertaintySummary, deterministic_probs: Tensor) -> dict[str, Tensor]:
     """Per-input scores, higher = more likely out of distribution. (B,) each."""
     return {
-        "max_probability": -summary.mean_probabilities.max(-1).values,  # MC mean, negated
+        "max_probability": -torch.from_numpy(summary.mean_probabilities.max(-1)),  # MC mean, negated
         "max_probability_deterministic": -deterministic_probs.max(-1).values,  # Hendrycks & Gimpel
-        "predictive_entropy": summary.predictive_entropy,
-        "mutual_information": summary.mutual_information,
+        "predictive_entropy": torch.from_numpy(summary.predictive_entropy),
+        "mutual_information": torch.from_numpy(summary.mutual_information),
     }
 
 
@@ -49,9 +49,9 @@ def histogram(in_values: Tensor, out_values: Tensor, bins: int = 40) -> dict[str
 
 
 def ood_evaluation(
-    in_summary: UncertaintySummary[Tensor],
+    in_summary: UncertaintySummary,
     in_deterministic: Tensor,
-    out_summary: UncertaintySummary[Tensor],
+    out_summary: UncertaintySummary,
     out_deterministic: Tensor,
     threshold: float | None,
 ) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def ood_evaluation(
     if threshold is not None:
         result["threshold"] = {
             "mutual_information": threshold,
-            "flagged_in": fraction_above(in_summary.mutual_information, threshold),
-            "flagged_out": fraction_above(out_summary.mutual_information, threshold),
+            "flagged_in": fraction_above(inside["mutual_information"], threshold),
+            "flagged_out": fraction_above(outside["mutual_information"], threshold),
         }
     return result

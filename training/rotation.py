@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.frozen import freeze
-from models.mc_dropout import generator_for, mc_dropout_probabilities
+from models.mc_dropout import MaskSource, mc_dropout_logits
 from models.network import DropoutMLP
-from models.uncertainty import summarize_tensor
+from training.evaluate import summarize_passes
 
 ANGLES = tuple(15.0 * step for step in range(12))  # 0, 15, ..., 165 degrees
 
@@ -59,7 +58,7 @@ def rotation_experiment(
     `population` test images with their accuracy."""
     index = first_index_of(y_test, digit_label)
     crowd_x, crowd_y = x_test[:population], y_test[:population]
-    generator, frozen = generator_for(seed, x_test.device), freeze(model)
+    masks = MaskSource(seed)
     digit: dict[str, list[float | int]] = {
         key: [] for key in ("label", "confidence", "predictive_entropy", "mutual_information")
     }
@@ -67,18 +66,19 @@ def rotation_experiment(
         key: [] for key in ("accuracy", "mean_predictive_entropy", "mean_mutual_information")
     }
     for angle in angles:
-        one = summarize_tensor(
-            mc_dropout_probabilities(frozen, rotate(x_test[index : index + 1], angle), samples, generator)
+        one = summarize_passes(
+            mc_dropout_logits(model, rotate(x_test[index : index + 1], angle), samples, masks)
         )
-        confidence, label = one.mean_probabilities[0].max(-1)
-        digit["label"].append(int(label))
-        digit["confidence"].append(confidence.item())
-        digit["predictive_entropy"].append(one.predictive_entropy[0].item())
-        digit["mutual_information"].append(one.mutual_information[0].item())
-        many = summarize_tensor(mc_dropout_probabilities(frozen, rotate(crowd_x, angle), samples, generator))
-        crowd["accuracy"].append((many.mean_probabilities.argmax(-1) == crowd_y).double().mean().item())
-        crowd["mean_predictive_entropy"].append(many.predictive_entropy.mean().item())
-        crowd["mean_mutual_information"].append(many.mutual_information.mean().item())
+        label = int(one.mean_probabilities[0].argmax())
+        digit["label"].append(label)
+        digit["confidence"].append(float(one.mean_probabilities[0, label]))
+        digit["predictive_entropy"].append(float(one.predictive_entropy[0]))
+        digit["mutual_information"].append(float(one.mutual_information[0]))
+        many = summarize_passes(mc_dropout_logits(model, rotate(crowd_x, angle), samples, masks))
+        correct = many.mean_probabilities.argmax(-1) == crowd_y.numpy(force=True)
+        crowd["accuracy"].append(float(correct.mean()))
+        crowd["mean_predictive_entropy"].append(float(many.predictive_entropy.mean()))
+        crowd["mean_mutual_information"].append(float(many.mutual_information.mean()))
     return {
         "angles": list(angles),
         "samples": samples,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -13,6 +17,7 @@ from PIL import Image
 from training.datasets import load_dataset
 
 pytestmark = pytest.mark.integration
+PNG = {"content-type": "image/png"}
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -87,3 +92,42 @@ def test_bad_input_never_takes_the_server_down(server_url):
         assert all(set(r.json()) == {"error"} for r in bad)
         assert client.get("/healthz").status_code == 200
         assert client.post("/v1/predict", json={"instances": [[0.0] * 784]}).status_code == 200
+
+
+def test_a_fixed_request_gets_the_same_bytes_alone_and_under_concurrent_load(server_url, mnist_test):
+    images, _ = mnist_test
+    fixed = png(images[0])
+    routes = {"predict": "/v1/predict", "uncertainty": "/v1/uncertainty?samples=100&seed=42"}
+    with httpx.Client(base_url=server_url, timeout=60) as client:
+        alone = {name: client.post(url, content=fixed, headers=PNG).content for name, url in routes.items()}
+
+    stop = threading.Event()
+    crowd_statuses: list[int] = []
+
+    def other_client(index: int) -> None:
+        # 32 clients, each sending other digits, as PNG and JSON, to both routes, until told to stop.
+        with httpx.Client(base_url=server_url, timeout=60) as client:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                image = images[1 + (index * 7919 + n) % 5000]
+                if n % 2:
+                    response = client.post(routes["predict"], content=png(image), headers=PNG)
+                else:
+                    body = {"instances": [(image / 255.0).tolist()], "samples": 100, "seed": n}
+                    response = client.post("/v1/uncertainty", json=body)
+                crowd_statuses.append(response.status_code)
+
+    with ThreadPoolExecutor(32) as crowd:
+        for index in range(32):
+            crowd.submit(other_client, index)
+        time.sleep(1.0)  # the crowd is going
+        with httpx.Client(base_url=server_url, timeout=60) as client:
+            loaded = {
+                name: [client.post(url, content=fixed, headers=PNG).content for _ in range(50)]
+                for name, url in routes.items()
+            }
+        stop.set()
+    for name, bodies in loaded.items():
+        assert all(body == alone[name] for body in bodies), f"{name}: a body differed under load"
+    assert len(crowd_statuses) > 100 and set(crowd_statuses) == {200}

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.app import create_app
+from service.http.app import create_app
 from service.settings import Settings
 
 
@@ -20,7 +20,6 @@ def settings(repository: Path) -> Settings:
         mc_samples_max=500,
         max_instances=8,
         max_body_bytes=200_000,
-        inference_process=False,  # quick to start; test_inference_process.py serves through one
     )
 
 

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.app import create_app
+from service.http.app import create_app
 from service.settings import Settings
 from tests.conftest import publish_tiny
 from tests.service.conftest import png_bytes
@@ -207,13 +207,51 @@ def test_multipart_without_file_part(client):
 
 
 @pytest.mark.parametrize(
-    "query", ["samples=0", "samples=501", "samples=abc", "seed=-1", "return_samples=maybe"]
+    "query",
+    [
+        "samples=0",
+        "samples=501",
+        "samples=abc",
+        "seed=-1",
+        "return_samples=maybe",
+        "seed=--1",
+        "samples=--5",
+        "samples=%C2%B2",  # a superscript two: int() would take it
+        "samples=1_0",
+        "seed=" + "9" * 5000,
+    ],
 )
 def test_bad_uncertainty_options(client, digit_png, query):
     response = client.post(
         f"/v1/uncertainty?{query}", content=digit_png, headers={"content-type": "image/png"}
     )
     assert_error(response, 422, "invalid_value")
+    assert len(response.json()["error"]["message"]) < 300  # never the whole offending value
+
+
+@pytest.mark.parametrize(
+    "options", [{"seed": "1" * 5000}, {"samples": "--5"}, {"seed": True}, {"samples": 1.5}]
+)
+def test_bad_uncertainty_options_in_json(client, options):
+    response = client.post("/v1/uncertainty", json={"instances": [[0.0] * 784], **options})
+    assert_error(response, 422, "invalid_value")
+    assert len(response.json()["error"]["message"]) < 300
+
+
+def test_an_answer_past_the_response_bound_is_refused_with_what_to_send(repository):
+    settings = Settings(model_repository=repository, max_response_values=1000)
+    with TestClient(create_app(settings)) as client:
+        body = {"instances": [[0.0] * 784] * 2, "samples": 100, "return_samples": True}
+        refused = client.post("/v1/uncertainty", json=body)
+        assert_error(refused, 413, "payload_too_large")
+        assert "at most 50 samples" in refused.json()["error"]["message"]
+        body["samples"] = 50
+        assert (
+            len(client.post("/v1/uncertainty", json=body).json()["predictions"][0]["sample_probabilities"])
+            == 50
+        )
+        body.update(samples=100, return_samples=False)  # the statistics alone are never bounded so
+        assert client.post("/v1/uncertainty", json=body).status_code == 200
 
 
 def test_unknown_model_and_version(client):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import ApiError
-from service.images import decode_image, mnist_layout
+from service.http.errors import ApiError
+from service.http.images import decode_image, mnist_layout
 from tests.service.conftest import png_bytes
 
 LIMIT = 10_000_000

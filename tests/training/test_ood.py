@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.uncertainty import summarize_tensor
+from models.uncertainty import summarize_logits
 from training.ood import OOD_PARTNER, detection_metrics, histogram, ood_evaluation
 
 
@@ -34,12 +34,14 @@ def test_ood_evaluation_scores_and_threshold_flags():
     # In distribution: every pass agrees and is sure. Out: passes disagree, so MI is high.
     sure = torch.tensor([[0.98, 0.01, 0.01]]).expand(4, 5, 3)  # (T, B, C)
     split = torch.tensor([[[0.9, 0.05, 0.05]], [[0.05, 0.9, 0.05]]]).repeat(2, 3, 1)  # (4, 3, 3)
-    inside, outside = summarize_tensor(sure), summarize_tensor(split)
-    result = ood_evaluation(inside, inside.mean_probabilities, outside, outside.mean_probabilities, 0.1)
+    inside, outside = summarize_logits(sure.log().numpy())[0], summarize_logits(split.log().numpy())[0]
+    in_probs, out_probs = (
+        torch.from_numpy(inside.mean_probabilities),
+        torch.from_numpy(outside.mean_probabilities),
+    )
+    result = ood_evaluation(inside, in_probs, outside, out_probs, 0.1)
     assert result["n_in"] == 5 and result["n_out"] == 3
     for name in ("max_probability", "predictive_entropy", "mutual_information"):
         assert result["scores"][name]["auroc"] == 1.0
     assert result["threshold"] == {"mutual_information": 0.1, "flagged_in": 0.0, "flagged_out": 1.0}
-    assert "threshold" not in ood_evaluation(
-        inside, inside.mean_probabilities, outside, outside.mean_probabilities, None
-    )
+    assert "threshold" not in ood_evaluation(inside, in_probs, outside, out_probs, None)

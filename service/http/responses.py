@@ -9,7 +9,7 @@ import orjson
 from starlette.responses import Response
 
 from models.artifact import LoadedModel
-from service.inference import UncertaintyResult
+from service.engine.compute import UncertaintyResult
 
 
 class FastJSONResponse(Response):

@@ -4,12 +4,19 @@ Accepted bodies, on every inference route: multipart/form-data with parts named 
 `image/*` body; application/json `{"instances": [...]}` where each instance is a 28x28 nested array,
 a flat 784 array, or `{"b64": "<base64 image>"}`. Options come from the JSON body or, for image
 bodies, the query string.
+
+The body is read whole (bounded by the body-size limit and `body_timeout_s`), then decoded: on the
+event loop when it is small and its images are small (well under a millisecond), else in the
+decode threads, so that no body, however costly, holds the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +26,18 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
-from service.errors import ApiError
-from service.images import ACCEPTED_MEDIA_TYPES, decode_image
+from service.http.errors import ApiError
+from service.http.images import ACCEPTED_MEDIA_TYPES, TooBigForTheLoop, decode_image
 from service.settings import Settings
 
 PIXELS = 784
 _MAX_SEED = 2**63 - 1
+LOOP_BODY_BYTES = 64 * 1024
+"""Bodies up to this size are decoded on the event loop (JSON of a few instances, a small PNG)..."""
+LOOP_IMAGE_PIXELS = 256 * 256
+"""...when none of their images declares more pixels than this...."""
+LOOP_IMAGES = 4
+"""...and they hold at most this many images."""
 
 
 @dataclass(frozen=True)
@@ -35,32 +48,66 @@ class InferenceRequest:
     return_samples: bool = False
 
 
-async def read_inference_request(request: Request, settings: Settings) -> InferenceRequest:
+async def read_inference_request(request: Request, settings: Settings, pool: Executor) -> InferenceRequest:
+    """Read the body (408 past `body_timeout_s`), then decode it on the loop or in `pool`."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    options: dict[str, Any] = dict(request.query_params)
     try:
-        return await _read(request, settings)
+        async with asyncio.timeout(settings.body_timeout_s):
+            body = await request.body()
+            images = await _multipart_images(request, settings) if media_type == "multipart/form-data" else []
+    except TimeoutError:
+        message = f"the request body did not arrive within {settings.body_timeout_s:g} s"
+        raise ApiError(408, message, headers={"Connection": "close"}) from None
     except ClientDisconnect:  # nobody is left to answer; not a server error
         raise ApiError(400, "the client closed the connection before the body was complete") from None
 
+    def decode(budget: int | None) -> InferenceRequest:
+        return _decode(media_type, body, images, options, settings, budget)
 
-async def _read(request: Request, settings: Settings) -> InferenceRequest:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    options: dict[str, Any] = dict(request.query_params)
+    if len(body) <= LOOP_BODY_BYTES:
+        try:
+            return decode(LOOP_IMAGE_PIXELS)
+        except TooBigForTheLoop:
+            pass
+    return await asyncio.get_running_loop().run_in_executor(pool, decode, None)
+
+
+def _decode(
+    media_type: str,
+    body: bytes,
+    images: list[bytes],
+    options: dict[str, Any],
+    settings: Settings,
+    budget: int | None,
+) -> InferenceRequest:
+    """The body's pixels and options; `budget` as in `decode_image`."""
+
+    decoded = 0
+
+    def image(data: bytes) -> np.ndarray:
+        nonlocal decoded
+        decoded += 1
+        if budget is not None and decoded > LOOP_IMAGES:
+            raise TooBigForTheLoop
+        return decode_image(data, settings.max_image_pixels, budget).reshape(PIXELS)
+
     if media_type == "application/json" or media_type.endswith("+json"):
-        body = _parse_json(await request.body())
-        options.update({k: body[k] for k in ("samples", "seed", "return_samples") if k in body})
-        pixels = instances_to_pixels(body["instances"], settings)
+        parsed = _parse_json(body)
+        options = {**options, **{k: parsed[k] for k in ("samples", "seed", "return_samples") if k in parsed}}
+        pixels = instances_to_pixels(parsed["instances"], settings, image)
     elif media_type == "multipart/form-data":
-        pixels = await _multipart_pixels(request, settings)
+        pixels = np.stack([image(data) for data in images])
     elif media_type.startswith("image/"):
         if media_type not in ACCEPTED_MEDIA_TYPES:
             raise ApiError(
                 415, f"{media_type} is not accepted; send one of {', '.join(ACCEPTED_MEDIA_TYPES)}"
             )
-        pixels = decode_image(await request.body(), settings.max_image_pixels)[None].reshape(1, PIXELS)
+        pixels = image(body)[None]
     else:
         raise ApiError(
             415,
-            f"unsupported content type {media_type or '(none)'!r}; send application/json "
+            f"unsupported content type {media_type[:100] or '(none)'!r}; send application/json "
             '{"instances": [...]}, multipart/form-data with `file` parts, or an image/* body',
         )
     return InferenceRequest(pixels=pixels, **parse_options(options, settings))
@@ -76,7 +123,9 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def instances_to_pixels(instances: Any, settings: Settings) -> np.ndarray:
+def instances_to_pixels(
+    instances: Any, settings: Settings, image: Callable[[bytes], np.ndarray]
+) -> np.ndarray:
     """JSON instances -> (B, 784) float32, validated vectorized: shape, finiteness, range."""
     if not isinstance(instances, list) or not instances:
         raise ApiError(422, '"instances" must be a non-empty list')
@@ -89,16 +138,16 @@ def instances_to_pixels(instances: Any, settings: Settings) -> np.ndarray:
             batch = None  # ragged or non-numeric: find and name the bad instance below
         if batch is not None and batch.shape[1:] in ((28, 28), (PIXELS,)):
             return _check_pixels(batch.reshape(len(instances), PIXELS), None)
-    return np.stack([_instance_pixels(i, item, settings) for i, item in enumerate(instances)])
+    return np.stack([_instance_pixels(i, item, image) for i, item in enumerate(instances)])
 
 
-def _instance_pixels(index: int, item: Any, settings: Settings) -> np.ndarray:
+def _instance_pixels(index: int, item: Any, image: Callable[[bytes], np.ndarray]) -> np.ndarray:
     if isinstance(item, dict) and set(item) == {"b64"} and isinstance(item["b64"], str):
         try:
             data = base64.b64decode(item["b64"], validate=True)
         except (binascii.Error, ValueError):
             raise ApiError(422, f"instance {index}: b64 is not valid base64") from None
-        return decode_image(data, settings.max_image_pixels).reshape(PIXELS)
+        return image(data)
     if not isinstance(item, list):
         raise ApiError(422, f'instance {index}: expected a 28x28 array, a 784 array or {{"b64": ...}}')
     try:
@@ -121,19 +170,18 @@ def _check_pixels(pixels: np.ndarray, index: int | None) -> np.ndarray:
     return pixels
 
 
-async def _multipart_pixels(request: Request, settings: Settings) -> np.ndarray:
+async def _multipart_images(request: Request, settings: Settings) -> list[bytes]:
+    """The bytes of each part named `file` (the body is already read: this parses it)."""
     try:
         form = await request.form(max_files=settings.max_instances + 1, max_fields=64)
     except Exception as e:  # starlette raises its own MultiPartException / HTTPException here
-        raise ApiError(400, f"malformed multipart body: {getattr(e, 'detail', e)}") from None
+        raise ApiError(400, f"malformed multipart body: {str(getattr(e, 'detail', e))[:200]}") from None
     try:
         files = [part for part in form.getlist("file") if isinstance(part, UploadFile)]
         if not files:
             raise ApiError(400, "multipart body has no part named `file`; send the image as file=@digit.png")
         _check_count(len(files), settings)
-        return np.stack(
-            [decode_image(await f.read(), settings.max_image_pixels).reshape(PIXELS) for f in files]
-        )
+        return [await f.read() for f in files]
     finally:
         await form.close()
 
@@ -167,11 +215,24 @@ def parse_options(options: dict[str, Any], settings: Settings) -> dict[str, Any]
     return parsed
 
 
+MAX_INTEGER_DIGITS = 19  # 2**63 - 1 has 19
+
+
 def _as_int(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise ApiError(422, f"{name} must be an integer")
-    if isinstance(value, int):
+    """A JSON integer, or a string of at most 19 ASCII digits (a leading '-' allowed, refused later
+    by the range check): never int()'s Unicode digits, underscores or signs in odd places."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise ApiError(422, f"{name} must be an integer, got {value!r}")
+    if isinstance(value, str):
+        digits = value.removeprefix("-")
+        if 0 < len(digits) <= MAX_INTEGER_DIGITS and digits.isascii() and digits.isdigit():
+            return int(value)
+    raise ApiError(
+        422, f"{name} must be an integer of at most {MAX_INTEGER_DIGITS} digits, got {_quote(value)}"
+    )
+
+
+def _quote(value: Any) -> str:
+    """At most ~100 characters of a client's value, for an error message."""
+    text = repr(value)
+    return text if len(text) <= 100 else f"{text[:100]}... ({len(text)} characters)"

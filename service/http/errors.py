@@ -1,4 +1,5 @@
-"""The one error envelope, `{"error": {"code", "message"}}`, and the handlers that produce it."""
+"""The one error envelope, `{"error": {"code", "message"}}`, and the one mapping from refusals
+(the HTTP layer's ApiError, the engine's errors) to statuses and Retry-After."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from service.engine.errors import EngineError, NotReady, Overloaded, UnknownModel
+
 log = logging.getLogger(__name__)
 
 _CODES = {
@@ -16,6 +19,7 @@ _CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_value",
@@ -26,18 +30,23 @@ _CODES = {
 class ApiError(Exception):
     """A refusal with an honest status; the message says what was wrong and what to send."""
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code or _CODES.get(status, "error")
+        self.code = _CODES.get(status, "error")
         self.message = message
         self.headers = headers
+
+
+def engine_refusal(error: EngineError) -> ApiError:
+    """The engine's error as the HTTP answer: the only place its statuses are chosen."""
+    if isinstance(error, UnknownModel):
+        return ApiError(404, error.message)
+    if isinstance(error, NotReady):
+        return ApiError(503, error.message, headers={"Retry-After": "5"})
+    if isinstance(error, Overloaded):
+        return ApiError(503, error.message, headers={"Retry-After": str(error.retry_after_s)})
+    return ApiError(503, error.message, headers={"Retry-After": "1"})
 
 
 def error_response(
@@ -51,6 +60,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
 
+    @app.exception_handler(EngineError)
+    async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
+        refusal = engine_refusal(exc)
+        return error_response(refusal.status, refusal.code, refusal.message, refusal.headers)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _CODES.get(exc.status_code, "error")
@@ -59,7 +73,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return error_response(422, "invalid_value", problems or "invalid request")
+        return error_response(422, "invalid_value", problems[:300] or "invalid request")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.dependencies import RegistryDep
-from service.errors import ApiError
+from service.http.dependencies import RegistryDep
+from service.http.errors import ApiError
 
 router = APIRouter(tags=["operations"])
 

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from service.errors import ApiError
+from service.http.errors import ApiError
 
 SIDE = 28
 BOX = 20  # MNIST digits were fitted to 20x20 and centred by mass in 28x28
@@ -21,9 +21,14 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 ACCEPTED_MEDIA_TYPES = (*(f"image/{f.lower()}" for f in ACCEPTED_FORMATS), "image/jpg")
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode and preprocess one image; refusals are ApiErrors with a 4xx status."""
-    image = _open(data, max_pixels)
+class TooBigForTheLoop(Exception):
+    """The image declares more pixels than the caller is willing to decode where it runs."""
+
+
+def decode_image(data: bytes, max_pixels: int, budget: int | None = None) -> np.ndarray:
+    """Decode and preprocess one image; refusals are ApiErrors with a 4xx status. With `budget`,
+    an image declaring more pixels than that raises TooBigForTheLoop before it is decoded."""
+    image = _open(data, max_pixels, budget)
     gray = _to_grayscale(image)  # (H, W) float32, 0 = black, 1 = white
     if _background_is_light(gray):
         gray = 1.0 - gray
@@ -32,7 +37,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     return mnist_layout(gray)
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
+def _open(data: bytes, max_pixels: int, budget: int | None) -> Image.Image:
     if not data:
         raise ApiError(400, "empty image; send the bytes of a PNG, JPEG, BMP, GIF, TIFF or WebP file")
     try:
@@ -42,6 +47,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     width, height = image.size
     if width * height > max_pixels:
         raise ApiError(413, f"image is {width}x{height}; at most {max_pixels} pixels are accepted")
+    if budget is not None and width * height > budget:
+        raise TooBigForTheLoop
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

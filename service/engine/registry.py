@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.artifact import ArtifactError, LoadedModel, load_artifact, scan_repository
-from service.errors import ApiError
+from service.engine.errors import NotReady, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,13 @@ class ModelRegistry:
         chosen = max(versions) if version is None else version
         if chosen not in versions:
             available = ", ".join(str(v) for v in sorted(versions))
-            raise ApiError(404, f"model {name!r} has no version {version}; available: {available}")
+            raise UnknownModel(f"model {name!r} has no version {version}; available: {available}")
         return versions[chosen]
 
     def _versions(self, name: str) -> dict[int, LoadedModel]:
         if not self.models:
-            raise ApiError(503, "no model is loaded yet", headers={"Retry-After": "5"})
+            raise NotReady("no model is loaded yet")
         if name not in self.models:
             known = ", ".join(sorted(self.models))
-            raise ApiError(404, f"unknown model {name!r}; this server has: {known}")
+            raise UnknownModel(f"unknown model {name!r}; this server has: {known}")
         return self.models[name]

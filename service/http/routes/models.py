@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from models.artifact import LoadedModel
-from service.dependencies import RegistryDep, SettingsDep, require_admin_key
-from service.images import ACCEPTED_MEDIA_TYPES
-from service.registry import ModelRegistry
-from service.schemas import ERROR_RESPONSES, ModelList, ModelMetadata
+from service.engine.registry import ModelRegistry
+from service.http.dependencies import RegistryDep, SettingsDep, require_admin_key
+from service.http.images import ACCEPTED_MEDIA_TYPES
+from service.http.schemas import ERROR_RESPONSES, ModelList, ModelMetadata
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["models"], responses=ERROR_RESPONSES)
@@ -53,9 +53,8 @@ async def version_metadata(
     dependencies=[Depends(require_admin_key)],
     summary="Rescan the model repository",
 )
-async def reload_models(request: Request, registry: RegistryDep) -> dict[str, Any]:
+async def reload_models(registry: RegistryDep) -> dict[str, Any]:
     registry.load_all()
-    await request.app.state.runner.serve_models(registry.loaded())
     return {
         "models": {name: sorted(v) for name, v in registry.models.items()},
         "failures": registry.failures,

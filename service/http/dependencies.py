@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hmac
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.errors import ApiError
-from service.registry import ModelRegistry
-from service.runner import InferenceRunner
+from service.engine.engine import Engine
+from service.engine.registry import ModelRegistry
+from service.http.errors import ApiError
 from service.settings import Settings
 
 # Dependencies are `async def` although they never await: FastAPI runs plain `def` dependencies in
@@ -23,7 +24,7 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def get_registry(request: Request) -> ModelRegistry:
-    return request.app.state.registry
+    return request.app.state.serving.engine.registry
 
 
 def _check_bearer(request: Request, expected: str, what: str) -> None:
@@ -43,8 +44,8 @@ class Serving:
     resolves costs every request event-loop time, and inference requests are most of the load."""
 
     settings: Settings
-    registry: ModelRegistry
-    runner: InferenceRunner
+    engine: Engine
+    decode_pool: Executor  # threads that decode large bodies off the event loop
 
 
 async def authorized_serving(request: Request) -> Serving:

@@ -1,0 +1,1 @@
+"""The inference engine: model registry, scheduler, compute. Imports only `models`; knows no HTTP."""

@@ -1,0 +1,59 @@
+"""One request's inference, as steps the scheduler can interleave and stop between.
+
+A job is a generator: each `next()` runs one bounded step (a chunk of MC passes, or a whole
+prediction) and the generator's return value is the answer. Every step works on this request's
+inputs alone, in calls whose shapes depend only on the request, so its arithmetic, and so its
+bytes, never depend on what else the engine is serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.artifact import LoadedModel
+from models.mc_dropout import MaskSource, mc_dropout_chunks, predict_logits
+from models.uncertainty import PassStatistics, UncertaintySummary
+
+Steps = Generator[None, None, object]
+
+
+@dataclass(frozen=True)
+class UncertaintyResult:
+    """One request's MC-dropout answer."""
+
+    summary: UncertaintySummary  # (B, ...) statistics of the request's B inputs
+    samples: int
+    seed: int
+    sample_probabilities: np.ndarray | None  # (B, T, C) float64, when asked for
+
+
+def _inputs(loaded: LoadedModel, pixels: np.ndarray) -> torch.Tensor:
+    """(B, 784) float32 pixels -> a tensor of its own on the model's device. `torch.tensor` copies
+    into a fresh (64-byte aligned) buffer, so BLAS sees the same layout for the same request."""
+    return torch.tensor(pixels, dtype=torch.float32).to(loaded.device)
+
+
+def predict(loaded: LoadedModel, pixels: np.ndarray) -> Steps:
+    """(B, 784) -> (B, C) eval-mode probabilities (float32), in one step."""
+    yield from ()  # a single step: all of it runs on the first next()
+    logits = predict_logits(loaded.model, _inputs(loaded, pixels))
+    return torch.softmax(logits, dim=-1).numpy(force=True)
+
+
+def uncertainty(
+    loaded: LoadedModel, pixels: np.ndarray, samples: int, seed: int, return_samples: bool
+) -> Steps:
+    """`samples` MC-dropout passes seeded with `seed`, one chunk of passes per step."""
+    statistics = PassStatistics(len(pixels), loaded.manifest.spec.num_classes)
+    kept: list[np.ndarray] = []
+    for logits in mc_dropout_chunks(loaded.model, _inputs(loaded, pixels), samples, MaskSource(seed)):
+        probs = statistics.add(logits.numpy(force=True))  # (t, B, C)
+        if return_samples:
+            kept.append(probs)
+        yield
+    passes = np.concatenate(kept).transpose(1, 0, 2) if return_samples else None  # (B, T, C)
+    return UncertaintyResult(statistics.summary(), samples, seed, passes)

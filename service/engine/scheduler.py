@@ -1,0 +1,141 @@
+"""The engine's scheduler: continuous micro-batching of compute steps on the event loop.
+
+Routes hand in a job (a generator of bounded steps, service.engine.compute) once its request is
+ready to compute: body read and decoded. One task on the event loop serves every job: each round
+it takes in all that queued up since the last one (the micro-batch), runs one step of each in turn,
+and hands the loop back once `slice_s` of compute has passed, so that I/O (new requests, /healthz)
+is never held for longer than a step. Jobs that need many steps (large T) share rounds with the
+rest instead of holding them up. A request's arithmetic is its own (see compute.py), so nothing
+is gained by fusing requests into one tensor, and nothing depends on who shares a round.
+
+Bounds, each with its engine error (the HTTP layer maps them to statuses): at most `queue_max` jobs
+queued or running (Overloaded); a job that waited longer than `queue_wait_s` for its first step is
+refused (Overloaded); a job running past `timeout_s` is stopped at its next step (TimedOut).
+
+Scaling past one core is left to more worker processes (`DROPSERVE_WORKERS`, uvicorn's own) or
+replicas, each with its engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from service.engine.compute import Steps
+from service.engine.errors import Overloaded, Stopping, TimedOut
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Job:
+    steps: Steps
+    future: asyncio.Future[object]
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class Scheduler:
+    def __init__(self, queue_max: int, queue_wait_s: float, timeout_s: float, slice_s: float) -> None:
+        self.queue_max = queue_max
+        self.queue_wait_s = queue_wait_s
+        self.timeout_s = timeout_s
+        self.slice_s = slice_s
+        self.rounds = 0  # rounds run, for tests and metrics
+        self._queued: deque[Job] = deque()  # waiting for their first step
+        self._running: deque[Job] = deque()  # started, in round-robin order
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def jobs(self) -> int:
+        """Jobs queued or running."""
+        return len(self._queued) + len(self._running)
+
+    def start(self) -> None:
+        self._stopping = False
+        self._task = asyncio.get_running_loop().create_task(self._serve(), name="dropserve-scheduler")
+
+    async def stop(self) -> None:
+        """Take no new jobs; finish those already in, then end."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def run(self, steps: Steps) -> object:
+        """Queue a job and wait for its answer (or its error)."""
+        if self._stopping:
+            steps.close()
+            raise Stopping("the server is shutting down; retry on another replica")
+        if self.jobs >= self.queue_max:
+            steps.close()
+            raise Overloaded(
+                f"server is at capacity ({self.queue_max} requests in the engine); retry shortly"
+            )
+        job = Job(steps, asyncio.get_running_loop().create_future())
+        self._queued.append(job)
+        self._wake.set()
+        return await job.future
+
+    async def _serve(self) -> None:
+        while True:
+            if not self.jobs:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._take_queued(time.monotonic())
+            self._round()
+            self.rounds += 1
+            await asyncio.sleep(0)  # the loop's I/O runs between rounds
+
+    def _take_queued(self, now: float) -> None:
+        """Move every queued job into the round, refusing those that waited too long."""
+        while self._queued:
+            job = self._queued.popleft()
+            if now - job.queued_at > self.queue_wait_s:
+                waited = f"waited {(now - job.queued_at) * 1000:.0f} ms for compute"
+                _finish(job, error=Overloaded(f"{waited}, over the {self.queue_wait_s * 1000:.0f} ms bound"))
+            else:
+                self._running.append(job)
+
+    def _round(self) -> None:
+        """One step of each running job, in turn, until all had one or the slice is used up."""
+        deadline = time.monotonic() + self.slice_s
+        for _ in range(len(self._running)):
+            job = self._running.popleft()
+            if job.future.done():  # its request was cancelled
+                job.steps.close()
+                continue
+            if time.monotonic() - job.queued_at > self.timeout_s:
+                _finish(
+                    job, error=TimedOut(f"inference took longer than {self.timeout_s:g} s; it was stopped")
+                )
+                continue
+            try:
+                next(job.steps)
+            except StopIteration as done:
+                _finish(job, result=done.value)
+            except Exception as error:  # a bug: this request fails, the engine goes on
+                log.exception("inference failed")
+                _finish(job, error=error)
+            else:
+                self._running.append(job)
+            if time.monotonic() > deadline:
+                return
+
+
+def _finish(job: Job, result: object = None, error: BaseException | None = None) -> None:
+    job.steps.close()
+    if job.future.done():
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(result)

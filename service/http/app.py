@@ -1,0 +1,86 @@
+"""The app factory: `create_app(settings)`; models load in the lifespan, nothing at import time."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
+
+import torch
+from fastapi import FastAPI
+
+from service.engine.engine import Engine
+from service.http.dependencies import Serving
+from service.http.errors import install_error_handlers
+from service.http.limits import BodySizeLimit
+from service.http.routes import health, inference, models
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = Engine(
+        settings.model_repository,
+        settings.device,
+        queue_max=settings.queue_max,
+        queue_wait_s=settings.queue_max_wait_ms / 1000,
+        timeout_s=settings.request_timeout_s,
+        slice_s=settings.compute_slice_ms / 1000,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(settings.torch_threads)
+        with ThreadPoolExecutor(
+            settings.decode_threads, thread_name_prefix="decode", initializer=lower_priority
+        ) as pool:
+            app.state.serving = Serving(settings, engine, pool)
+            await engine.start()
+            if not engine.registry.ready:
+                log.warning(
+                    "no model found under %s; /readyz answers 503 until one is published there "
+                    "and reloaded (POST /v1/admin/reload) or the server restarts",
+                    settings.model_repository,
+                )
+            yield
+            await engine.stop()
+
+    app = FastAPI(
+        title="dropserve",
+        summary="Predictions with calibrated Monte-Carlo-dropout uncertainty.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Not include_router: FastAPI 0.165 walks an included router's route list on every request to
+    # validate its route cache. These routers put their prefix, tags, responses and dependencies on
+    # each route, so the routes join the app's table as they are; inference first, as the router
+    # tries routes in order and they carry nearly all the traffic.
+    app.router.routes[:0] = inference.router.routes
+    for module in (health, models):
+        app.router.routes.extend(module.router.routes)
+    return app
+
+
+def lower_priority() -> None:
+    """Run this (decode) thread at a lower CPU priority than the event loop's, so that on a busy
+    machine a long decode waits for the loop and not the other way round. Linux only (per-thread
+    niceness); elsewhere a no-op."""
+    with suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+def app_from_environment() -> FastAPI:
+    """The app for `uvicorn --factory` and its worker processes: settings from DROPSERVE_*."""
+    from service.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,99 @@
+"""Predict and MC-dropout uncertainty; thin: decode request -> engine call -> encode response."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from models.artifact import LoadedModel
+from service.http.decoding import read_inference_request
+from service.http.dependencies import Serving, ServingDep
+from service.http.errors import ApiError
+from service.http.responses import FastJSONResponse, prediction_body, uncertainty_body
+from service.http.schemas import ERROR_RESPONSES, INFERENCE_BODY, PredictResponse, UncertaintyResponse
+
+router = APIRouter(prefix="/v1", tags=["inference"], responses=ERROR_RESPONSES)
+
+_PREDICT: dict[str, Any] = {
+    "response_model": PredictResponse,
+    "response_class": FastJSONResponse,
+    "openapi_extra": INFERENCE_BODY,
+    "description": "Deterministic prediction: eval mode, no dropout.",
+}
+_UNCERTAINTY: dict[str, Any] = {
+    "response_model": UncertaintyResponse,
+    "response_class": FastJSONResponse,
+    "openapi_extra": INFERENCE_BODY,
+    "description": "MC dropout: `samples` stochastic passes; options `samples`, `seed`, `return_samples`.",
+}
+
+
+async def predict(request: Request, serving: Serving, name: str, version: int | None) -> Response:
+    loaded = serving.engine.registry.get(name, version)
+    body = await read_inference_request(request, serving.settings, serving.decode_pool)
+    probabilities = await serving.engine.predict(loaded, body.pixels)
+    return FastJSONResponse(prediction_body(loaded, probabilities))
+
+
+async def uncertainty(request: Request, serving: Serving, name: str, version: int | None) -> Response:
+    loaded = serving.engine.registry.get(name, version)
+    body = await read_inference_request(request, serving.settings, serving.decode_pool)
+    samples = body.samples or serving.settings.mc_samples_default
+    if body.return_samples:
+        check_response_size(loaded, len(body.pixels), samples, serving.settings.max_response_values)
+    seed = secrets.randbelow(2**31) if body.seed is None else body.seed  # reported, so reproducible
+    result = await serving.engine.uncertainty(loaded, body.pixels, samples, seed, body.return_samples)
+    return FastJSONResponse(uncertainty_body(loaded, result))
+
+
+def check_response_size(loaded: LoadedModel, instances: int, samples: int, limit: int) -> None:
+    """413 when the sampled probabilities would pass `limit` values, saying what fits."""
+    classes = loaded.manifest.spec.num_classes
+    if instances * samples * classes > limit:
+        fits = max(1, limit // (instances * classes))
+        raise ApiError(
+            413,
+            f"return_samples with {instances} instances x {samples} samples x {classes} classes is "
+            f"{instances * samples * classes} values, over the {limit} this server returns; ask for at "
+            f"most {fits} samples, fewer instances per request, or leave out return_samples (the "
+            "statistics need no sampled probabilities)",
+        )
+
+
+@router.post("/predict", summary="Predict with the default model", **_PREDICT)
+async def predict_default(request: Request, serving: ServingDep) -> Response:
+    return await predict(request, serving, serving.settings.default_model, None)
+
+
+@router.post("/uncertainty", summary="MC-dropout uncertainty with the default model", **_UNCERTAINTY)
+async def uncertainty_default(request: Request, serving: ServingDep) -> Response:
+    return await uncertainty(request, serving, serving.settings.default_model, None)
+
+
+@router.post("/models/{name}/predict", summary="Predict with a model's default version", **_PREDICT)
+async def predict_model(name: str, request: Request, serving: ServingDep) -> Response:
+    return await predict(request, serving, name, None)
+
+
+@router.post(
+    "/models/{name}/uncertainty", summary="Uncertainty with a model's default version", **_UNCERTAINTY
+)
+async def uncertainty_model(name: str, request: Request, serving: ServingDep) -> Response:
+    return await uncertainty(request, serving, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/predict", summary="Predict with a pinned version", **_PREDICT)
+async def predict_version(name: str, version: int, request: Request, serving: ServingDep) -> Response:
+    return await predict(request, serving, name, version)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/uncertainty",
+    summary="Uncertainty with a pinned version",
+    **_UNCERTAINTY,
+)
+async def uncertainty_version(name: str, version: int, request: Request, serving: ServingDep) -> Response:
+    return await uncertainty(request, serving, name, version)

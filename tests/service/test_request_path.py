@@ -1,0 +1,167 @@
+"""The request path of a real server process: slow uploads, slow clients, big decodes, big answers."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import publish_tiny
+
+BODY = json.dumps({"instances": [[0.0] * 784]}).encode()
+JSON = {"content-type": "application/json"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m service` with a tiny model, a small engine queue and a short body timeout."""
+    repository = tmp_path_factory.mktemp("artifacts")
+    publish_tiny(repository)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DROPSERVE_MODEL_REPOSITORY": str(repository),
+        "DROPSERVE_PORT": str(port),
+        "DROPSERVE_QUEUE_MAX": "8",
+        "DROPSERVE_BODY_TIMEOUT_S": "3",
+        "DROPSERVE_LOG_LEVEL": "warning",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "service"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, "the server exited during start-up"
+            time.sleep(0.1)
+        else:
+            pytest.fail("the server did not become ready within 60 s")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def head(path: str, length: int) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """(status, body) of one response with a Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    header, _, body = data.partition(b"\r\n\r\n")
+    lines = header.decode("latin-1").split("\r\n")
+    length = next(int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), body
+
+
+def test_a_body_that_arrives_after_its_headers_is_answered(server):
+    with connect(server) as sock:
+        sock.sendall(head("/v1/predict", len(BODY)))
+        time.sleep(0.6)  # more than the 250 ms queue-wait bound
+        sock.sendall(BODY)
+        status, body = read_response(sock)
+    assert status == 200, body
+    assert len(json.loads(body)["predictions"]) == 1
+
+
+def test_a_body_that_never_completes_gets_408_with_the_envelope(server):
+    with connect(server) as sock:
+        sock.sendall(head("/v1/predict", len(BODY)) + BODY[:10])
+        status, body = read_response(sock)  # after DROPSERVE_BODY_TIMEOUT_S
+    assert status == 408
+    assert json.loads(body)["error"]["code"] == "request_timeout"
+
+
+def test_slow_clients_do_not_starve_fast_ones(server):
+    # 160 clients trickle their bodies a byte at a time: 20 times the engine's queue bound (8).
+    trickling = [connect(server) for _ in range(160)]
+    try:
+        for sock in trickling:
+            sock.sendall(head("/v1/predict", len(BODY)) + BODY[:1])
+        statuses = []
+        with httpx.Client(base_url=server, timeout=10) as client:
+            for i in range(1, 21):
+                statuses.append(client.post("/v1/predict", content=BODY, headers=JSON).status_code)
+                for sock in trickling:  # one more byte each: their bodies stay incomplete
+                    sock.sendall(BODY[i : i + 1])
+        assert statuses == [200] * 20
+        assert httpx.get(f"{server}/healthz", timeout=5).status_code == 200
+    finally:
+        for sock in trickling:
+            sock.close()
+
+
+def big_png(side: int) -> bytes:
+    """A side x side grayscale PNG: black with a white bar, compressing to a few kB."""
+    pixels = np.zeros((side, side), dtype=np.uint8)
+    pixels[side // 4 : 3 * side // 4, side // 2 - side // 20 : side // 2 + side // 20] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_health_answers_quickly_while_the_largest_images_decode(server):
+    # 32 images at the pixel bound (4000 x 4000 = 16 M pixels each), in one JSON body.
+    image = base64.b64encode(big_png(4000)).decode()
+    body = json.dumps({"instances": [{"b64": image}] * 32}).encode()
+    outcome: dict[str, object] = {}
+
+    def upload() -> None:
+        started = time.monotonic()
+        response = httpx.post(f"{server}/v1/predict", content=body, headers=JSON, timeout=120)
+        outcome["status"], outcome["seconds"] = response.status_code, time.monotonic() - started
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    latencies = []
+    with httpx.Client(base_url=server, timeout=10) as client:
+        while uploader.is_alive():
+            started = time.monotonic()
+            assert client.get("/healthz").status_code == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.02)
+    uploader.join()
+    assert outcome["status"] == 200
+    assert len(latencies) >= 10, f"the decode took only {outcome['seconds']:.2f} s: not a load"
+    assert max(latencies) < 0.1, f"slowest /healthz {max(latencies) * 1000:.0f} ms"
+
+
+def test_the_server_still_serves_after_all_of_that(server):
+    response = httpx.post(f"{server}/v1/uncertainty", content=BODY, headers=JSON, timeout=10)
+    assert response.status_code == 200
+    assert response.json()["samples"] == 100
