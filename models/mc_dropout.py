@@ -14,6 +14,8 @@ runs each request as its own calls (service/engine), never as rows of another re
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -32,28 +34,58 @@ _DRAW_BITS = 16
 
 
 class MaskSource:
-    """The random source of one MC run: numpy's counter-based Philox keyed by `seed`. The same seed
-    and the same sequence of draws give the same masks, on any CPU, for every dropout rate."""
+    """The random source of one MC run: numpy's counter-based Philox keyed by `seed`. A draw is a
+    function of (seed, position in the stream) alone: the same seed and the same sequence of draws
+    give the same masks, on any CPU, for every dropout rate."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
-        self._bits = np.random.Philox(key=seed)
+        self._blocks = 0  # Philox blocks (4 words of 64 bits) drawn so far
 
     def keep(self, shape: tuple[int, ...], rate: float) -> np.ndarray:
         """The next draw: float32 of `shape`, 1 / (1 - rate) where a unit is kept, 0 where dropped."""
-        count = int(np.prod(shape))
-        draws = self._bits.random_raw(-(-count // 4)).view(np.uint16)[:count]  # 4 draws per word
+        count = math.prod(shape)
+        blocks = -(-count // 16)  # 16 draws of 16 bits per block
+        draws = _philox_words(self.seed, self._blocks, 4 * blocks).view(np.uint16)[:count]
+        self._blocks += blocks
         threshold = round((1.0 - rate) * (1 << _DRAW_BITS))
         kept = (draws < threshold).astype(np.float32).reshape(shape)
         kept *= np.float32(1.0 / (1.0 - rate))
         return kept
 
 
-def dropout(h: Tensor, rate: float, masks: MaskSource) -> Tensor:
-    """Inverted dropout of h (..., D) with the next mask of `masks`; identity when rate is 0."""
+_GENERATORS = threading.local()
+
+
+def _philox_words(key: int, first_block: int, words: int) -> np.ndarray:
+    """`words` (a multiple of 4) raw 64-bit Philox outputs from block `first_block` of the stream
+    keyed by `key`. One generator per thread whose state is set per call: making a generator costs
+    several times more (it gathers OS entropy it does not use)."""
+    generator = getattr(_GENERATORS, "philox", None)
+    if generator is None:
+        generator = _GENERATORS.philox = np.random.Philox(key=0)
+    generator.state = {
+        "bit_generator": "Philox",
+        "state": {
+            "counter": np.array([first_block, 0, 0, 0], np.uint64),
+            "key": np.array([key, 0], np.uint64),
+        },
+        "buffer": np.zeros(4, np.uint64),
+        "buffer_pos": 4,
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+    return generator.random_raw(words)
+
+
+def dropout(h: Tensor, rate: float, masks: MaskSource, copies: int | None = None) -> Tensor:
+    """Inverted dropout of h (..., D) with the next mask of `masks`; identity when rate is 0. With
+    `copies`, h (B, D) -> (copies, B, D): a mask per copy, h broadcast, never copied."""
+    shape = tuple(h.shape) if copies is None else (copies, *h.shape)
     if rate == 0.0:
-        return h
-    return h * torch.from_numpy(masks.keep(tuple(h.shape), rate)).to(h.device)
+        return h if copies is None else h.expand(shape)
+    mask = torch.from_numpy(masks.keep(shape, rate))
+    return h * (mask if h.is_cpu else mask.to(h.device))
 
 
 @torch.inference_mode()
@@ -95,7 +127,7 @@ def _passes(
 ) -> Tensor:
     """`copies` passes on from the prefix (B, D): dropout at `rate`, then hidden layers from `start`,
     each followed by hidden dropout, then the output layer: (copies, B, C)."""
-    h = dropout(prefix.expand(copies, *prefix.shape), rate, masks)  # (copies, B, D)
+    h = dropout(prefix, rate, masks, copies)  # (copies, B, D)
     for index in range(start, len(model.hidden)):
         h = dropout(model.hidden_layer(index, h), model.spec.hidden_dropout, masks)
-    return model.output(h)
+    return model.output_layer(h)

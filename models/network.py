@@ -44,7 +44,12 @@ class DropoutMLP(nn.Module):
 
     def hidden_layer(self, index: int, h: Tensor) -> Tensor:
         """One hidden Linear + activation, no dropout: (..., D_in) -> (..., D_out)."""
-        return self.activation(self.hidden[index](h))
+        layer = self.hidden[index]
+        return self.activation(F.linear(h, layer.weight, layer.bias))  # the module call, minus its hooks
+
+    def output_layer(self, h: Tensor) -> Tensor:
+        """The output Linear: (..., D) -> (..., C) logits."""
+        return F.linear(h, self.output.weight, self.output.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.normalize(x)  # (B, D)
@@ -54,7 +59,7 @@ class DropoutMLP(nn.Module):
             h = self.hidden_layer(index, h)
             if self.training:
                 h = F.dropout(h, self.spec.hidden_dropout)
-        return self.output(h)  # (B, C)
+        return self.output_layer(h)  # (B, C)
 
     @torch.no_grad()
     def apply_max_norm(self) -> None:

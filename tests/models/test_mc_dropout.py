@@ -87,3 +87,12 @@ def test_deterministic_prediction_is_the_eval_forward():
 def test_no_samples_is_refused():
     with pytest.raises(ValueError):
         mc_dropout_logits(tiny_model(), torch.rand(1, 784), 0, MaskSource(0))
+
+
+def test_masks_are_one_philox_stream_keyed_by_the_seed():
+    # Two draws in a row are the first words of numpy's own Philox(key=seed) stream, in order.
+    masks = MaskSource(123)
+    first, second = masks.keep((3, 10), 0.5), masks.keep((5,), 0.5)
+    words = np.random.Philox(key=123).random_raw(12).view(np.uint16)  # 16 draws per block of 4 words
+    expected = np.concatenate([words[:30], words[32:37]]) < 1 << 15
+    assert np.array_equal(np.concatenate([first.ravel(), second]) != 0, expected)
