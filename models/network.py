@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import pairwise
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,7 @@ class DropoutMLP(nn.Module):
 
     def hidden_layer(self, index: int, h: Tensor) -> Tensor:
         """One hidden Linear + activation, no dropout: (..., D_in) -> (..., D_out)."""
-        layer = self.hidden[index]
+        layer = cast(nn.Linear, self.hidden[index])
         return self.activation(F.linear(h, layer.weight, layer.bias))  # the module call, minus its hooks
 
     def output_layer(self, h: Tensor) -> Tensor:
