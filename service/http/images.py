@@ -8,6 +8,7 @@ a 28x28 image is used as is, any other size goes through the MNIST recipe (crop 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 
 import numpy as np
@@ -30,6 +31,8 @@ def decode_image(data: bytes, max_pixels: int, budget: int | None = None) -> np.
     an image declaring more pixels than that raises TooBigForTheLoop before it is decoded."""
     image = _open(data, max_pixels, budget)
     gray = _to_grayscale(image)  # (H, W) float32, 0 = black, 1 = white
+    if not np.isfinite(gray).all():  # a floating-point TIFF can hold NaN or infinity
+        raise ApiError(422, f"the {image.format} image holds non-finite pixel values")
     if _background_is_light(gray):
         gray = 1.0 - gray
     if gray.shape == (SIDE, SIDE):
@@ -41,9 +44,17 @@ def _open(data: bytes, max_pixels: int, budget: int | None) -> Image.Image:
     if not data:
         raise ApiError(400, "empty image; send the bytes of a PNG, JPEG, BMP, GIF, TIFF or WebP file")
     try:
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own bound is below
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
         raise ApiError(415, "not a supported image; send PNG, JPEG, BMP, GIF, TIFF or WebP bytes") from None
+    except Image.DecompressionBombError:  # past twice Pillow's own bound, refused on the header alone
+        raise ApiError(
+            413, f"the image declares too many pixels; at most {max_pixels} are accepted"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
+        raise _unreadable(e, "the image's header could not be read") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ApiError(413, f"image is {width}x{height}; at most {max_pixels} pixels are accepted")
@@ -54,11 +65,22 @@ def _open(data: bytes, max_pixels: int, budget: int | None) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.seek(0)  # first frame of an animation
             image.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, EOFError) as e:
+    except Image.DecompressionBombWarning:
         raise ApiError(
-            400, f"the {image.format} image could not be decoded ({e}); is it truncated?"
+            413, f"the image decodes to too many pixels; at most {max_pixels} are accepted"
         ) from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
+        raise _unreadable(e, f"the {image.format} image could not be decoded; is it truncated?") from None
     return image
+
+
+def _unreadable(error: Exception, what: str) -> ApiError:
+    """Pillow's refusal as ours: 413 for a metadata chunk that inflates past Pillow's bound
+    (PngImagePlugin.MAX_TEXT_CHUNK, a ValueError saying so), else 400."""
+    detail = str(error)[:100]
+    if isinstance(error, ValueError) and "too large" in detail.lower():
+        return ApiError(413, f"the image's metadata decompresses past the bound ({detail})")
+    return ApiError(400, f"{what} ({detail})")
 
 
 def _to_grayscale(image: Image.Image) -> np.ndarray:
