@@ -1,6 +1,9 @@
-# Benchmarks, results in bench/BENCHMARKS.md: `make bench` measures and checks the speed goals,
-# `make bench-smoke` (CI) only checks that every server answers correctly under a little load.
+# Benchmarks, described with their results in docs/performance.md: `make bench` measures the old engine
+# (commit BASELINE) against the new one (this working tree) and checks the speed goals; `make bench-smoke`
+# (CI) only checks that the new engine, the HTTP floor and LitServe answer correctly under a little load.
 BENCH_VENV := bench/.venv-litserve
+# The old engine of the A/B: the last commit before the engine of issue 17.
+BASELINE ?= 9e3b15f
 BENCH_LOCK ?= /tmp/dropserve-cpu.lock
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -19,7 +22,7 @@ bench-model: setup
 
 # Holds the machine's CPU lock so the figures come from a quiet machine.
 bench: bench-deps bench-model
-	flock $(BENCH_LOCK) $(BIN)/python -m bench.run --artifacts $(ARTIFACTS) --model $(MODEL)
+	flock $(BENCH_LOCK) $(BIN)/python -m bench.run --baseline $(BASELINE) --artifacts $(ARTIFACTS) --model $(MODEL)
 
 bench-smoke: bench-deps bench-model
 	$(BIN)/python -m bench.run --smoke --artifacts $(ARTIFACTS) --model $(MODEL)

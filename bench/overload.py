@@ -1,73 +1,74 @@
-"""Overload probe: a few keep-alive connections posting back to back while wrk floods the server,
-recording each answer's status, latency and Retry-After, so accepted requests' latency is known
-apart from the quick 503s (wrk's histogram mixes them). The flood comes from wrk, not from here:
-a Python client driving 512 connections on the same two cores measured mostly its own lag."""
+"""The overload run: wrk floods the new engine with predict requests on 512 connections while a
+liveness probe, as an orchestrator sends it, asks GET /healthz on a fresh connection every 20 ms.
+The flood should get only 200s and 503s with Retry-After; the probe every answer, quickly."""
 
 from __future__ import annotations
 
-import asyncio
+import http.client
+import subprocess
 import time
 from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.servers import Server, serving
+from bench.wrk import Load, wrk, wrk_command, wrk_result
+
+FLOOD_CONNECTIONS = 512
+PROBE_INTERVAL_S = 0.02
+PROBE_TIMEOUT_S = 1.0  # a probe not answered by then counts as "no answer", at this latency
 
 
-async def _connection(
-    host: str, port: int, request: bytes, deadline: float, results: list[tuple[int, float, bool]]
-) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ")[1])
-            headers = {
-                k.strip().lower(): v.strip()
-                for k, _, v in (line.partition(":") for line in lines[1:] if line)
-            }
-            await reader.readexactly(int(headers.get("content-length", "0")))
-            results.append((status, time.perf_counter() - start, "retry-after" in headers))
-            if headers.get("connection", "").lower() == "close":
-                break
-    except (ConnectionError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        writer.close()
+def overload(server: Server, load: Load, seconds: float, log: Path) -> dict[str, Any]:
+    """`server` flooded with `load` for about `seconds`, its /healthz probed meanwhile."""
+    port = server.port
+    with serving(server, log):
+        wrk(port, load, 64, 1.0)  # warm-up
+        command, env = wrk_command(port, load, FLOOD_CONNECTIONS, seconds + 2)
+        flood = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.0)  # the flood is on before the probe starts
+            health = probe_health(port, seconds)
+            out, _ = flood.communicate(timeout=seconds + 30)
+        finally:
+            if flood.poll() is None:
+                flood.kill()
+                flood.wait()
+    by_wrk = wrk_result(out, FLOOD_CONNECTIONS)
+    print(
+        f"overload c={FLOOD_CONNECTIONS}: {by_wrk['req_per_s']:.0f} answers/s, "
+        f"statuses {by_wrk['statuses']}, socket errors {by_wrk['socket_errors']}; /healthz {health}",
+        flush=True,
+    )
+    return {"wrk": by_wrk, "healthz": health}
 
 
-def overload(
-    host: str, port: int, path: str, body: bytes, content_type: str, connections: int, seconds: float
-) -> dict[str, object]:
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    results: list[tuple[int, float, bool]] = []
-
-    async def main() -> None:
-        deadline = time.perf_counter() + seconds
-        await asyncio.gather(
-            *(_connection(host, port, request, deadline, results) for _ in range(connections))
-        )
-
-    started = time.perf_counter()
-    asyncio.run(main())
-    elapsed = time.perf_counter() - started
-    statuses = Counter(status for status, _, _ in results)
-    accepted = sorted(latency for status, latency, _ in results if status == 200)
-    rejected = [retry for status, _, retry in results if status == 503]
-
-    def percentile(values: list[float], q: float) -> float | None:
-        return values[min(len(values) - 1, int(q * len(values)))] if values else None
-
+def probe_health(port: int, seconds: float) -> dict[str, Any]:
+    """GET /healthz every PROBE_INTERVAL_S for `seconds`: statuses and latency percentiles (ms)."""
+    statuses: Counter[str] = Counter()
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT_S)
+        try:
+            connection.request("GET", "/healthz")
+            answer = connection.getresponse()
+            answer.read()
+            statuses[str(answer.status)] += 1
+        except (OSError, http.client.HTTPException):
+            statuses["no answer"] += 1
+        finally:
+            connection.close()
+        latencies.append(time.perf_counter() - started)
+        time.sleep(max(0.0, PROBE_INTERVAL_S - latencies[-1]))
+    p50, p99 = np.percentile(latencies, [50, 99]) * 1e3
     return {
-        "connections": connections,
-        "seconds": elapsed,
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "accepted_per_s": len(accepted) / elapsed,
-        "accepted_p50_s": percentile(accepted, 0.50),
-        "accepted_p99_s": percentile(accepted, 0.99),
-        "rejected_503": len(rejected),
-        "rejected_503_with_retry_after": sum(rejected),
-        "other_5xx": sum(n for s, n in statuses.items() if s >= 500 and s != 503),
+        "probes": len(latencies),
+        "statuses": dict(sorted(statuses.items())),
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+        "max_ms": max(latencies) * 1e3,
     }

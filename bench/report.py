@@ -1,94 +1,113 @@
-"""Goals, smoke checks and BENCHMARKS.md (tables + matplotlib plots) from one bench run."""
+"""Goals, smoke checks, and the results section of docs/performance.md (tables + matplotlib plots)
+from one bench run's bench/results/*.json. `python -m bench.report` rewrites that section alone."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "performance.md"
+BEGIN = "<!-- bench results: written by bench/report.py from bench/results/*.json; edits below are lost -->"
+END = "<!-- end of bench results -->"
 
-def _point(http: list[dict[str, Any]], server: str, load: str, connections: int) -> dict[str, Any]:
+Row = dict[str, Any]
+
+
+def _point(http: list[Row], server: str, load: str, connections: int) -> Row | None:
     return next(
-        r for r in http if r["server"] == server and r["load"] == load and r["connections"] == connections
+        (r for r in http if r["server"] == server and r["load"] == load and r["connections"] == connections),
+        None,
     )
 
 
-def _vs(ours: float, theirs: float, unit: str) -> str:
-    return f"{ours:.2f} vs {theirs:.2f} {unit} = {ours / theirs:.2f}x"
+def paired_ratio(ours: Row, theirs: Row, key: str) -> float:
+    """ours / theirs of `key` ("req_per_s" or "p50_us"), the median over rounds of the two points'
+    ratio within a round: both were measured in the same round, so a drift of the machine from one
+    round to the next cancels, and the median drops a round that was disturbed."""
+    return float(np.median(np.divide(ours["per_round"][key], theirs["per_round"][key])))
 
 
-def _goal(name: str, ok: bool, detail: str) -> dict[str, Any]:
+def _vs(ours: Row, theirs: Row, key: str) -> str:
+    scale, unit = (1e-3, "ms") if key.endswith("_us") else (1.0, "req/s")
+    return (
+        f"{ours[key] * scale:.2f} vs {theirs[key] * scale:.2f} {unit} "
+        f"(paired {paired_ratio(ours, theirs, key):.2f}x)"
+    )
+
+
+def _goal(name: str, ok: bool, detail: str) -> Row:
     return {"name": name, "ok": bool(ok), "detail": detail}
 
 
-def check_goals(
-    http: list[dict[str, Any]], overloaded: dict[str, Any], sampler_rows: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The issue's must-show figures, as ratios of points measured side by side in this run."""
-    ours = _point(http, "dropserve", "predict json", 64)
-    lit = _point(http, "litserve", "predict json", 64)
-    floor = _point(http, "floor", "predict json", 64)
-    mc64 = _point(http, "dropserve", "uncertainty T=100", 64)
-    mc1, p1 = _point(http, "dropserve", "uncertainty T=100", 1), _point(http, "dropserve", "predict json", 1)
-    seed100 = {r["batch"]: r for r in sampler_rows if r["architecture"] == "seed" and r["samples"] == 100}
-    client = overloaded["client"]
-    bound_s = overloaded["queue_max_wait_ms"] / 1000
-    return [
+def check_goals(http: list[Row], overloaded: Row, sampler_rows: list[Row]) -> list[Row]:
+    """Issue 17's must-show figures, as ratios of points measured side by side in this run."""
+    predict64, predict1 = _point(http, "new", "predict json", 64), _point(http, "new", "predict json", 1)
+    mc64, mc1 = _point(http, "new", "uncertainty T=100", 64), _point(http, "new", "uncertainty T=100", 1)
+    lit64 = _point(http, "litserve", "predict json", 64)
+    assert predict64 and predict1 and mc64 and mc1 and lit64, "a run measures every goal's points"
+    goals = [
         _goal(
             "predict c=64 >= 3x LitServe req/s",
-            ours["req_per_s"] >= 3 * lit["req_per_s"],
-            _vs(ours["req_per_s"], lit["req_per_s"], "req/s"),
+            paired_ratio(predict64, lit64, "req_per_s") >= 3,
+            _vs(predict64, lit64, "req_per_s"),
         ),
         _goal(
-            "predict c=64 >= 0.35x HTTP floor req/s",
-            ours["req_per_s"] >= 0.35 * floor["req_per_s"],
-            _vs(ours["req_per_s"], floor["req_per_s"], "req/s"),
-        ),
-        _goal(
-            "predict c=64 p99 <= LitServe's",
-            ours["p99_us"] <= lit["p99_us"],
-            f"{ours['p99_us'] / 1e3:.1f} vs {lit['p99_us'] / 1e3:.1f} ms",
-        ),
-        _goal(
-            "uncertainty T=100 c=64 >= 0.8x predict req/s",
-            mc64["req_per_s"] >= 0.8 * ours["req_per_s"],
-            _vs(mc64["req_per_s"], ours["req_per_s"], "req/s"),
+            "uncertainty T=100 c=64 >= 0.9x predict req/s",
+            paired_ratio(mc64, predict64, "req_per_s") >= 0.9,
+            _vs(mc64, predict64, "req_per_s"),
         ),
         _goal(
             "uncertainty T=100 c=1 p50 <= 1.3x predict's",
-            mc1["p50_us"] <= 1.3 * p1["p50_us"],
-            _vs(mc1["p50_us"] / 1e3, p1["p50_us"] / 1e3, "ms"),
+            paired_ratio(mc1, predict1, "p50_us") <= 1.3,
+            _vs(mc1, predict1, "p50_us"),
         ),
-        *(
+    ]
+    for new in (r for r in http if r["server"] == "new"):
+        old = _point(http, "old", new["load"], new["connections"])
+        assert old, "a full run measures the old engine at every point of the new"
+        goals.append(
             _goal(
-                f"sampler seed T=100 B={batch}: shared prefix >= 5x replicate and >= 20x loop",
-                row["speedup_vs_replicate"] >= 5 and row["speedup_vs_loop"] >= 20,
-                f"{row['speedup_vs_replicate']:.1f}x replicate, {row['speedup_vs_loop']:.1f}x loop",
+                f"new vs old, {new['load']} c={new['connections']}: req/s >= 0.9x, p50 <= 1.1x",
+                paired_ratio(new, old, "req_per_s") >= 0.9 and paired_ratio(new, old, "p50_us") <= 1.1,
+                f"{_vs(new, old, 'req_per_s')}; p50 {_vs(new, old, 'p50_us')}",
             )
-            for batch, row in sorted(seed100.items())
-        ),
+        )
+    one_image = next(
+        (r for r in sampler_rows if (r["architecture"], r["samples"], r["batch"]) == ("seed", 100, 1)), None
+    )
+    vs_replicate, vs_loop = (
+        (one_image["speedup_vs_replicate"], one_image["speedup_vs_loop"]) if one_image else (0, 0)
+    )
+    goals.append(
         _goal(
-            "overload c=512: 503s with Retry-After, no other 5xx",
-            client["rejected_503"] > 0
-            and client["rejected_503_with_retry_after"] == client["rejected_503"]
-            and client["other_5xx"] == 0
-            and overloaded["wrk"]["retry_after_503"] == overloaded["wrk"]["statuses"].get("503", 0),
-            f"client statuses {client['statuses']}, wrk statuses {overloaded['wrk']['statuses']}",
-        ),
-        _goal(
-            "overload c=512: accepted p99 bounded by the queue wait",
-            client["accepted_p99_s"] is not None and client["accepted_p99_s"] <= bound_s,
-            f"accepted p99 {1e3 * (client['accepted_p99_s'] or 0):.0f} ms, queue wait {1e3 * bound_s:.0f} ms",
-        ),
+            "sampler seed T=100 B=1: shared prefix >= 5x replicate and >= 20x loop",
+            vs_replicate >= 5 and vs_loop >= 20,
+            f"{vs_replicate:.1f}x replicate, {vs_loop:.1f}x loop" if one_image else "not measured",
+        )
+    )
+    health = overloaded["healthz"]
+    return [
+        *goals,
+        _flood_check(overloaded["wrk"]),
+        # Answered, not fast: under a 512-connection flood a probe queues behind the flood's
+        # requests in the kernel and on the event loop (the old engine: p99 ~250 ms).
+        _goal("overload c=512: every /healthz probe answered", _all_answered(health), _health_detail(health)),
     ]
 
 
-def check_smoke(http: list[dict[str, Any]], overloaded: dict[str, Any]) -> list[dict[str, Any]]:
-    """Behaviour only: every load point answered 200s, overload answered 200s and 503s only."""
+def check_smoke(http: list[Row], overloaded: Row) -> list[Row]:
+    """Behaviour only: every load point answered 200s; under overload only 200s and 503s with
+    Retry-After, and every /healthz probe answered."""
     checks = []
     for r in http:
         bad = {s: n for s, n in r["statuses"].items() if s != "200"}
@@ -99,28 +118,51 @@ def check_smoke(http: list[dict[str, Any]], overloaded: dict[str, Any]) -> list[
                 f"{r['requests']} requests, statuses {r['statuses']}",
             )
         )
-    flood, probe = overloaded["wrk"]["statuses"], overloaded["client"]["statuses"]
-    checks.append(
-        _goal(
-            "overload answers only 200 and 503, and serves some",
-            set(flood) | set(probe) <= {"200", "503"} and "200" in flood,
-            f"wrk statuses {flood}, probe statuses {probe}",
-        )
+    health = overloaded["healthz"]
+    return [
+        *checks,
+        _flood_check(overloaded["wrk"]),
+        _goal("overload c=512: every /healthz probe answered", _all_answered(health), _health_detail(health)),
+    ]
+
+
+def _flood_check(flood: Row) -> Row:
+    statuses = flood["statuses"]
+    return _goal(
+        "overload c=512: only 200 and 503 with Retry-After, some 200",
+        set(statuses) <= {"200", "503"}
+        and "200" in statuses
+        and flood["retry_after_503"] == statuses.get("503", 0),
+        f"statuses {statuses}, 503s with Retry-After {flood['retry_after_503']}, "
+        f"socket errors {flood['socket_errors']}",
     )
-    return checks
 
 
-def _plots(results: Path, http: list[dict[str, Any]], sampler_rows: list[dict[str, Any]]) -> None:
-    series = sorted({(r["server"], r["load"]) for r in http})
+def _all_answered(health: Row) -> bool:
+    return health["probes"] > 0 and health["statuses"] == {"200": health["probes"]}
+
+
+def _health_detail(health: Row) -> str:
+    return (
+        f"{health['probes']} probes, statuses {health['statuses']}, "
+        f"p50 {health['p50_ms']:.1f} ms, p99 {health['p99_ms']:.1f} ms, max {health['max_ms']:.1f} ms"
+    )
+
+
+def _plots(results: Path, http: list[Row], sampler_rows: list[Row]) -> None:
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4))
-    for server, load in series:
+    colors: dict[str, str] = {}  # one per load of the engines (old dashed, new solid), one per peer
+    for server, load in dict.fromkeys((r["server"], r["load"]) for r in http):
+        color = colors.setdefault(load if server in ("old", "new") else server, f"C{len(colors)}")
         rows = sorted(
             (r for r in http if r["server"] == server and r["load"] == load), key=lambda r: r["connections"]
         )
         c = [r["connections"] for r in rows]
-        throughput.plot(c, [r["req_per_s"] for r in rows], marker="o", label=f"{server}: {load}")
-        latency.plot(c, [r["p99_us"] / 1e3 for r in rows], marker="o", label=f"{server}: {load}")
-    for axis, title in ((throughput, "requests/s"), (latency, "p99 latency (ms)")):
+        style = {"color": color, "linestyle": "--" if server == "old" else "-", "marker": "o"}
+        style["label"] = f"{server}: {load}"
+        throughput.plot(c, [r["req_per_s"] for r in rows], **style)
+        latency.plot(c, [r["p50_us"] / 1e3 for r in rows], **style)
+    for axis, title in ((throughput, "requests/s"), (latency, "p50 latency (ms)")):
         axis.set_xscale("log", base=2)
         axis.set_xlabel("concurrent connections")
         axis.set_title(title)
@@ -151,65 +193,65 @@ def _plots(results: Path, http: list[dict[str, Any]], sampler_rows: list[dict[st
     plt.close(figure)
 
 
-def write_markdown(
-    path: Path,
-    results: Path,
-    environment: dict[str, Any],
-    http: list[dict[str, Any]],
-    overloaded: dict[str, Any],
-    sampler_rows: list[dict[str, Any]],
-    goals: list[dict[str, Any]],
-) -> None:
+def results_markdown(results: Path, relative: str) -> list[str]:
+    """The results section's lines; `relative` is the path from the document to `results`."""
+    http: list[Row] = json.loads((results / "http.json").read_text())
+    overloaded: Row = json.loads((results / "overload.json").read_text())
+    sampler_rows: list[Row] = json.loads((results / "sampler.json").read_text())
+    summary: Row = json.loads((results / "summary.json").read_text())
     _plots(results, http, sampler_rows)
-    client = overloaded["client"]
-    accepted_p50, accepted_p99 = 1e3 * (client["accepted_p50_s"] or 0), 1e3 * (client["accepted_p99_s"] or 0)
-    lines = [
-        "# Benchmarks",
-        "",
-        "Written by `make bench` (`python -m bench.run`) from one run: every figure below was measured "
-        "side by side on the same machine, one server at a time alone on 127.0.0.1 with one worker "
-        "(dropserve's one HTTP worker runs batches of several requests in its inference process; "
-        "LitServe runs its own helper processes), `wrk -t1` on the same box; each server's points "
-        "are taken in 3 interleaved rounds and merged "
-        "(requests over time; the median round's percentiles), so slow drifts of the shared machine "
-        "fall on all of them alike. Read the ratios; absolute numbers depend on the machine.",
+    environment, goals, checks = summary["environment"], summary["goals"], summary["checks"]
+    failed = [c for c in checks if not c["ok"]]
+    pairs = [(r, _point(http, "old", r["load"], r["connections"])) for r in http if r["server"] == "new"]
+    flood, health = overloaded["wrk"], overloaded["healthz"]
+    return [
+        "### Results of the last run",
         "",
         "Environment: " + ", ".join(f"{k} {v}" for k, v in environment.items()),
         "",
-        "## Goals",
+        "A point is the median of its rounds; a ratio between two points is paired, the median of their "
+        "ratios within each round.",
         "",
         "| goal | result | measured |",
         "| --- | --- | --- |",
         *(f"| {g['name']} | {'met' if g['ok'] else '**not met**'} | {g['detail']} |" for g in goals),
         "",
-        "## HTTP load (wrk -t1)",
+        f"Checks (every load point answered only 200s; under overload only 200s and 503s with Retry-After, "
+        f"every /healthz probe answered): {len(checks) - len(failed)} of {len(checks)} passed"
+        + "".join(f"; **failed**: {c['name']} ({c['detail']})" for c in failed)
+        + ".",
         "",
-        "`floor` is FastAPI + uvicorn reading the body and answering a constant predict body "
-        "(bench/floor_server.py); `litserve` is LitServe serving the same weights through the same "
-        "DropoutMLP (bench/litserve_server.py, its own venv).",
+        "#### Old engine against new",
+        "",
+        "| load | connections | old req/s | new req/s | new/old | old p50 ms | new p50 ms | new/old |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {new['load']} | {new['connections']} | {old['req_per_s']:.0f} | {new['req_per_s']:.0f} | "
+            f"{paired_ratio(new, old, 'req_per_s'):.2f}x | {old['p50_us'] / 1e3:.2f} | "
+            f"{new['p50_us'] / 1e3:.2f} | {paired_ratio(new, old, 'p50_us'):.2f}x |"
+            for new, old in pairs
+            if old is not None
+        ),
+        "",
+        "#### Every point",
         "",
         "| server | load | connections | req/s | p50 ms | p99 ms | statuses |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
         *(
             f"| {r['server']} | {r['load']} | {r['connections']} | {r['req_per_s']:.0f} | "
-            f"{r['p50_us'] / 1e3:.2f} | "
-            f"{r['p99_us'] / 1e3:.2f} | {r['statuses']} |"
+            f"{r['p50_us'] / 1e3:.2f} | {r['p99_us'] / 1e3:.2f} | {r['statuses']} |"
             for r in http
         ),
         "",
-        "![HTTP load](results/http.png)",
+        f"![HTTP load]({relative}/http.png)",
         "",
-        "## Overload (512 connections, predict json)",
+        "#### Overload (512 connections, predict json, new engine)",
         "",
-        f"- wrk: {overloaded['wrk']['req_per_s']:.0f} answers/s, statuses {overloaded['wrk']['statuses']}, "
-        f"503s carrying Retry-After: {overloaded['wrk']['retry_after_503']}",
-        f"- probe on {client['connections']} more connections during the flood (bench/overload.py): "
-        f"statuses {client['statuses']}, accepted "
-        f"{client['accepted_per_s']:.0f}/s, accepted p50 {accepted_p50:.0f} ms, p99 {accepted_p99:.0f} ms; "
-        "queue wait bound "
-        f"{overloaded['queue_max_wait_ms']:.0f} ms (DROPSERVE_QUEUE_MAX_WAIT_MS)",
+        f"- wrk: {flood['req_per_s']:.0f} answers/s, statuses {flood['statuses']}, 503s carrying "
+        f"Retry-After {flood['retry_after_503']}, socket errors {flood['socket_errors']}",
+        f"- GET /healthz on a fresh connection every 20 ms meanwhile: {_health_detail(health)}",
         "",
-        "## MC sampler in process (B images per call, one torch thread, median ms per call)",
+        "#### MC sampler in process (B images per call, one torch thread, median ms per call)",
         "",
         "| architecture | B | T | shared prefix | replicate (baal style) | loop | vs replicate | vs loop |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -221,7 +263,28 @@ def write_markdown(
             for r in sampler_rows
         ),
         "",
-        "![MC sampler](results/sampler.png)",
-        "",
+        f"![MC sampler]({relative}/sampler.png)",
     ]
-    path.write_text("\n".join(lines))
+
+
+def write_results(doc: Path, results: Path) -> None:
+    """Replace what lies between the BEGIN and END markers of `doc`; the rest is written by hand."""
+    text = doc.read_text()
+    head, begin, rest = text.partition(BEGIN)
+    _, end, tail = rest.partition(END)
+    if not begin or not end:
+        raise RuntimeError(f"{doc} lacks the markers of its results section:\n{BEGIN}\n{END}")
+    lines = results_markdown(results, os.path.relpath(results.resolve(), doc.resolve().parent))
+    doc.write_text(head + BEGIN + "\n" + "\n".join(lines) + "\n" + END + tail)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--doc", type=Path, default=DOC)
+    args = parser.parse_args()
+    write_results(args.doc, args.results)
+
+
+if __name__ == "__main__":
+    main()

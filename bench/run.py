@@ -1,25 +1,28 @@
-"""`python -m bench.run [--smoke]`: HTTP load with wrk against dropserve, its HTTP floor and
-LitServe (one at a time, alone on 127.0.0.1, one worker each), the overload run and the in-process
-sampler; writes bench/results/*.json and BENCHMARKS.md, and checks the speed goals (full run) or
-only that every server answers correctly (--smoke). Exits 1 when a goal or a check fails."""
+"""`python -m bench.run [--smoke] [--baseline REF]`: an A/B benchmark of dropserve's engine.
+
+HTTP load with wrk on 127.0.0.1 against the old engine (a worktree of commit REF) and the new one
+(this working tree), side by side, then the HTTP floor of the stack and LitServe, each alone; in
+interleaved rounds, so that slow drifts of a shared machine fall on all of them. Then the overload
+run and the in-process sampler. Writes bench/results/*.json and the results section of
+docs/performance.md, and checks the goals. --smoke: a few seconds per point on the new engine, the
+floor and LitServe only, checking that each answers correctly. Exits 1 when a goal or a check
+fails."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import os
 import platform
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +30,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench import report, sampler
+from bench import baseline, report, sampler
 from bench.overload import overload
+from bench.servers import Server, serving
+from bench.wrk import Load, merge_rounds, wrk
 from models.artifact import list_versions, load_artifact
 
 ROOT = Path(__file__).resolve().parent.parent
 LITSERVE_PYTHON = ROOT / "bench" / ".venv-litserve" / "bin" / "python"
 PORT = 8765
-
-
-@dataclass(frozen=True)
-class Server:
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    ready_path: str
-
-
-@dataclass(frozen=True)
-class Load:
-    label: str  # what the table calls it
-    path: str
-    body: Path
-    content_type: str
+LEVELS = (1, 8, 64)  # concurrent connections
+ROUNDS = 5
+"""A full run measures each point in this many rounds. In a round the two engines are started side
+by side, then the floor alone, then LitServe alone; each is checked and loaded at every level and
+load, each point after a second of warm-up at that level, old and new engine one after the other.
+The next round takes everything in the reverse order. A point merges its rounds (merge_rounds)."""
 
 
 def digit_pixels() -> np.ndarray:
@@ -88,77 +83,15 @@ def write_bodies(folder: Path) -> dict[str, tuple[Path, str]]:
     return paths
 
 
-def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A server in its own process group, so that stop() ends its workers too (LitServe forks)."""
-    return subprocess.Popen(command, env={**os.environ, **env}, cwd=ROOT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
-    with contextlib.suppress(ProcessLookupError):  # workers that outlived their parent
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-def wait_ready(port: int, path: str, process: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"server not ready on port {port} after {timeout_s} s")
-
-
-def post(port: int, path: str, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+def post(port: int, load: Load) -> dict[str, Any]:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=body, headers={"Content-Type": content_type}
+        f"http://127.0.0.1:{port}{load.path}",
+        data=load.body.read_bytes(),
+        headers={"Content-Type": load.content_type},
     )
     with urllib.request.urlopen(request, timeout=10) as answer:
-        return answer.status, json.loads(answer.read())
-
-
-def wrk_command(port: int, load: Load, connections: int, seconds: float) -> tuple[list[str], dict[str, str]]:
-    env = {**os.environ, "BENCH_BODY": str(load.body), "BENCH_CONTENT_TYPE": load.content_type}
-    command = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{max(1, round(seconds))}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(ROOT / "bench" / "post.lua"),
-        f"http://127.0.0.1:{port}{load.path}",
-    ]
-    return command, env
-
-
-def wrk_result(out: str, connections: int) -> dict[str, Any]:
-    match = re.search(r"^BENCH_JSON (.*)$", out, re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"wrk printed no summary:\n{out}")
-    result: dict[str, Any] = json.loads(match.group(1))
-    result["req_per_s"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["connections"] = connections
-    return result
-
-
-def wrk(port: int, load: Load, connections: int, seconds: float) -> dict[str, Any]:
-    command, env = wrk_command(port, load, connections, seconds)
-    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    return wrk_result(out, connections)
+        body: dict[str, Any] = json.loads(answer.read())
+        return body
 
 
 def check_answer(server: str, prediction: dict[str, Any], reference: np.ndarray, sampled: bool) -> None:
@@ -170,148 +103,153 @@ def check_answer(server: str, prediction: dict[str, Any], reference: np.ndarray,
         raise RuntimeError(f"{server} answered {prediction}, expected probabilities {reference.tolist()}")
 
 
-ROUNDS = 3
-"""Each server's points are measured in this many interleaved rounds (every load and level once
-per round, after a second of warm-up at that level) and merged: slow drifts of a shared machine
-then fall on all points alike."""
-
-
-def run_server(
-    server: Server, loads: list[Load], levels: list[int], seconds: float, reference: np.ndarray, rounds: int
+def measure(
+    turns: list[tuple[Server, ...]], seconds: float, rounds: int, reference: np.ndarray, logs: Path
 ) -> list[dict[str, Any]]:
-    """Start `server` alone, check it answers correctly, load it at each level, stop it."""
-    process = start(server.command, server.env)
-    try:
-        wait_ready(PORT, server.ready_path, process)
-        for load in loads:
-            _, answer = post(PORT, load.path, load.body.read_bytes(), load.content_type)
-            if server.name != "floor":  # the floor answers a constant by design
-                check_answer(
-                    f"{server.name} {load.label}",
-                    answer["predictions"][0],
-                    reference,
-                    "uncertainty" in load.path,
-                )
-            wrk(PORT, load, 8, min(seconds, 1.0))  # warm-up
-        measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for _ in range(rounds):
-            # level by level, the loads one after the other: the points a goal compares (predict
-            # and uncertainty at one connection, say) are measured seconds apart, not half a round
-            for connections in levels:
-                for load in loads:
+    """Every server's loads at every level, `seconds` per point over `rounds` rounds. The servers of
+    a turn run side by side and take the same loads; one of them is loaded at a time."""
+    measured: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for index in range(rounds):
+        forward = index % 2 == 0
+        for turn in turns if forward else turns[::-1]:
+            order = turn if forward else turn[::-1]
+            with contextlib.ExitStack() as running:
+                for server in turn:
+                    running.enter_context(serving(server, logs / f"{server.name}.log"))
+                for server in order:
+                    check_and_warm_up(server, reference)
+                # level by level, the loads one after the other, the servers of a turn one after
+                # the other: the points a goal compares (old and new engine at one load, predict
+                # and uncertainty at one connection) are measured seconds apart
+                for connections, load, server in itertools.product(LEVELS, turn[0].loads, order):
                     if rounds > 1:
-                        wrk(PORT, load, connections, 1.0)  # warm-up at this level, discarded
-                    measured.setdefault((load.label, connections), []).append(
-                        wrk(PORT, load, connections, seconds / rounds)
+                        wrk(server.port, load, connections, 1.0)  # warm-up at this level, discarded
+                    point = wrk(server.port, load, connections, seconds / rounds)
+                    measured.setdefault((server.name, load.label, connections), []).append(point)
+                    print(
+                        f"round {index + 1}/{rounds} {server.name:8s} {load.label:18s} "
+                        f"c={connections:<3d}{point['req_per_s']:8.0f} req/s  "
+                        f"p50 {point['p50_us'] / 1e3:6.2f} ms",
+                        flush=True,
                     )
-        rows = []
-        for label, connections in [(load.label, c) for load in loads for c in levels]:
-            result = merge_rounds(measured[label, connections])
-            result.update(server=server.name, load=label)
-            rate, p50, p99 = result["req_per_s"], result["p50_us"] / 1e3, result["p99_us"] / 1e3
-            print(
-                f"{server.name:10s} {label:18s} c={connections:<3d} {rate:8.0f} req/s "
-                f"p50 {p50:7.2f} ms p99 {p99:7.2f} ms {result['statuses']}",
-                flush=True,
-            )
-            rows.append(result)
-        return rows
-    finally:
-        stop(process)
+    return [
+        {
+            **merge_rounds(measured[server.name, load.label, connections]),
+            "server": server.name,
+            "load": load.label,
+        }
+        for server in (s for turn in turns for s in turn)
+        for load in server.loads
+        for connections in LEVELS
+    ]
 
 
-def merge_rounds(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One point from its rounds: requests and time add up, latency percentiles are the median
-    round's (wrk reports percentiles, not the samples behind them)."""
-    merged = dict(parts[0])
-    merged["requests"] = sum(p["requests"] for p in parts)
-    merged["duration_us"] = sum(p["duration_us"] for p in parts)
-    merged["req_per_s"] = merged["requests"] / (merged["duration_us"] / 1e6)
-    for key in ("p50_us", "p90_us", "p99_us"):
-        merged[key] = float(np.median([p[key] for p in parts]))
-    merged["max_us"] = max(p["max_us"] for p in parts)
-    merged["statuses"] = {
-        status: sum(p["statuses"].get(status, 0) for p in parts)
-        for status in sorted({s for p in parts for s in p["statuses"]})
-    }
-    merged["retry_after_503"] = sum(p["retry_after_503"] for p in parts)
-    merged["rounds"] = len(parts)
-    return merged
+def check_and_warm_up(server: Server, reference: np.ndarray) -> None:
+    """Each load answered correctly once, then a second of load at 8 connections."""
+    for load in server.loads:
+        answer = post(server.port, load)
+        if server.name != "floor":  # the floor answers a constant by design
+            sampled = "uncertainty" in load.path
+            check_answer(f"{server.name} {load.label}", answer["predictions"][0], reference, sampled)
+        wrk(server.port, load, 8, 1.0)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--smoke", action="store_true", help="a few seconds per point; no speed goals")
+    parser.add_argument("--workers", type=int, default=2, help="the new engine's DROPSERVE_WORKERS")
+    parser.add_argument(
+        "--baseline",
+        default=os.environ.get("BASELINE"),
+        metavar="REF",
+        help="the old engine's commit (default: $BASELINE; `make bench` sets it)",
+    )
+    parser.add_argument("--seconds", type=float, help="seconds per point (default 10, --smoke 2)")
     parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
     parser.add_argument("--model", default="mnist-mlp")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    seconds = 2.0 if args.smoke else 10.0
-    levels = [1, 8, 64]
+    if not args.smoke and not args.baseline:
+        parser.error("a full run compares against an old engine: name its commit with --baseline REF")
+    seconds = args.seconds or (2.0 if args.smoke else 10.0)
+    rounds = 1 if args.smoke else ROUNDS
 
     versions = list_versions(args.artifacts / args.model)
     if not versions:
         print(f"no {args.model} under {args.artifacts}; train one first (make train)", file=sys.stderr)
         return 2
-    source = args.artifacts / args.model / str(versions[-1])
-    work = Path(tempfile.mkdtemp(prefix="dropserve-bench-"))
-    try:
+    python = sys.executable
+    load_before = os.getloadavg()[0]
+    if load_before >= 0.5:
+        print(f"warning: load average {load_before:.2f}: other work on this machine will disturb the figures")
+    with tempfile.TemporaryDirectory(prefix="dropserve-bench-") as folder, contextlib.ExitStack() as stack:
+        work = Path(folder)
         repository = work / "repository"
-        shutil.copytree(source, repository / args.model / str(versions[-1]))  # fixed while we measure
         artifact = repository / args.model / str(versions[-1])
-        loaded = load_artifact(artifact)
+        shutil.copytree(args.artifacts / args.model / str(versions[-1]), artifact)  # fixed while we measure
         bodies = write_bodies(work)
         x = torch.from_numpy(
             (digit_pixels().astype(np.float64) / 255).round(4).reshape(1, 784).astype(np.float32)
         )
         with torch.inference_mode():
-            reference = torch.softmax(loaded.model(x), dim=-1)[0].numpy()
+            reference = torch.softmax(load_artifact(artifact).model(x), dim=-1)[0].numpy()
 
-        python = str(ROOT / ".venv" / "bin" / "python")
-        dropserve_env = {
-            "DROPSERVE_MODEL_REPOSITORY": str(repository),
-            "DROPSERVE_PORT": str(PORT),
-            "DROPSERVE_LOG_LEVEL": "warning",
-        }
-        json_load = Load("predict json", "/v1/predict", *bodies["json"])
-        servers = [
-            (
-                Server("dropserve", [python, "-m", "service"], dropserve_env, "/readyz"),
-                [
-                    json_load,
-                    Load("predict png", "/v1/predict", *bodies["png"]),
-                    Load("uncertainty T=100", "/v1/uncertainty", *bodies["json-t100"]),
-                ],
-            ),
-            (Server("floor", [python, "-m", "bench.floor_server", str(PORT)], {}, "/readyz"), [json_load]),
-            (
-                Server(
-                    "litserve",
-                    [str(LITSERVE_PYTHON), "-m", "bench.litserve_server", str(artifact), str(PORT)],
-                    {"PYTHONPATH": str(ROOT)},
-                    "/health",
+        predict = Load("predict json", "/v1/predict", *bodies["json"])
+        engine_loads = (
+            predict,
+            Load("predict png", "/v1/predict", *bodies["png"]),
+            Load("uncertainty T=100", "/v1/uncertainty", *bodies["json-t100"]),
+        )
+
+        def engine(name: str, tree: Path, port: int, settings: dict[str, str]) -> Server:
+            """Both engines get these settings and their own defaults for everything else."""
+            env = {
+                "DROPSERVE_MODEL_REPOSITORY": str(repository),
+                "DROPSERVE_PORT": str(port),
+                "DROPSERVE_HOST": "127.0.0.1",
+                "PYTHONPATH": str(tree),
+                **settings,
+            }
+            return Server(name, port, [python, "-m", "service"], tree, env, "/readyz", engine_loads)
+
+        # Two processes each: the old engine's server and inference process, the new one's two
+        # uvicorn workers (its way past one core).
+        new = engine("new", ROOT, PORT, {"DROPSERVE_WORKERS": str(args.workers)})
+        engines: tuple[Server, ...] = (new,)
+        if not args.smoke:
+            engines = (
+                engine(
+                    "old", stack.enter_context(baseline.checkout(ROOT, args.baseline, python)), PORT + 1, {}
                 ),
-                [json_load],
-            ),
+                new,
+            )
+        floor = [python, "-m", "bench.floor_server", str(PORT)]
+        litserve = [str(LITSERVE_PYTHON), "-m", "bench.litserve_server", str(artifact), str(PORT)]
+        turns = [
+            engines,  # side by side, so that each of their points is measured seconds apart
+            (Server("floor", PORT, floor, ROOT, {}, "/readyz", (predict,)),),
+            (Server("litserve", PORT, litserve, ROOT, {"PYTHONPATH": str(ROOT)}, "/health", (predict,)),),
         ]
-        http: list[dict[str, Any]] = []
-        for server, loads in servers:
-            http += run_server(server, loads, levels, seconds, reference, 1 if args.smoke else ROUNDS)
 
-        overloaded = run_overload(python, dropserve_env, json_load, 3.0 if args.smoke else 10.0)
+        http = measure(turns, seconds, rounds, reference, work)
+        overloaded = overload(new, predict, 3.0 if args.smoke else 10.0, work / "new.log")
         sampler_rows = sampler.run((10, 100) if args.smoke else (10, 100, 1000), 0.05 if args.smoke else 1.0)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
     environment = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
         "mode": "smoke" if args.smoke else "full",
         "seconds_per_point": seconds,
+        "rounds": rounds,
         "model": f"{args.model}/{versions[-1]}",
+        "load_average_at_start": round(load_before, 2),  # of the last minute; a quiet machine's is near 0
+        "new": _describe(ROOT),
+        "old": None if args.smoke else f"{args.baseline} ({baseline.commit_of(ROOT, args.baseline)})",
     }
     goals = [] if args.smoke else report.check_goals(http, overloaded, sampler_rows)
     checks = report.check_smoke(http, overloaded)
@@ -325,50 +263,18 @@ def main() -> int:
     }.items():
         (args.results / f"{name}{suffix}.json").write_text(json.dumps(data, indent=2) + "\n")
     if not args.smoke:
-        report.write_markdown(
-            ROOT / "bench" / "BENCHMARKS.md", args.results, environment, http, overloaded, sampler_rows, goals
-        )
-    failed = [g for g in goals + checks if not g["ok"]]
+        report.write_results(report.DOC, args.results)
     for g in goals + checks:
         print(f"{'ok  ' if g['ok'] else 'FAIL'} {g['name']}: {g['detail']}")
-    return 1 if failed else 0
+    return 1 if any(not g["ok"] for g in goals + checks) else 0
 
 
-PROBE_CONNECTIONS = 16
-
-
-def run_overload(python: str, env: dict[str, str], load: Load, seconds: float) -> dict[str, Any]:
-    """dropserve flooded by wrk at 512 connections (throughput, statuses), while a light probe on
-    a few more connections measures accepted requests' latency apart from the 503s."""
-    process = start([python, "-m", "service"], env)
-    try:
-        wait_ready(PORT, "/readyz", process)
-        wrk(PORT, load, 64, 1.0)
-        command, wrk_env = wrk_command(PORT, load, 512, seconds + 2)
-        flood = subprocess.Popen(command, env=wrk_env, stdout=subprocess.PIPE, text=True)
-        try:
-            time.sleep(1.0)  # the flood is on before the probe starts
-            body = load.body.read_bytes()
-            client = overload(
-                "127.0.0.1", PORT, load.path, body, load.content_type, PROBE_CONNECTIONS, seconds
-            )
-            out, _ = flood.communicate(timeout=seconds + 30)
-        finally:
-            if flood.poll() is None:
-                flood.kill()
-        by_wrk = wrk_result(out, 512)
-        rate, statuses = by_wrk["req_per_s"], by_wrk["statuses"]
-        print(f"overload wrk c=512: {rate:.0f} req/s statuses {statuses}", flush=True)
-        print(f"overload probe c={PROBE_CONNECTIONS}: {client}", flush=True)
-        return {"wrk": by_wrk, "client": client, "queue_max_wait_ms": _setting("queue_max_wait_ms")}
-    finally:
-        stop(process)
-
-
-def _setting(name: str) -> Any:
-    from service.settings import Settings
-
-    return getattr(Settings(), name)
+def _describe(root: Path) -> str:
+    """The working tree's commit, marked -dirty when it holds changes (the new engine usually does)."""
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

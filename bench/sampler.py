@@ -1,18 +1,26 @@
-"""In-process MC sampler timings: shared prefix vs whole-input replication (baal style) vs a loop
-of T passes, for T = 10, 100, 1000 on the seed and paper architectures (random weights: the
-arithmetic, not the accuracy, is measured), for one image and for a micro-batch of 16 (what the
-service runs at moderate concurrency). At one image a call is a few dozen small tensor operations,
-so per-operation overhead, not arithmetic, dominates it."""
+"""In-process MC sampler timings, T = 10, 100, 1000 passes on the seed and paper architectures
+(random weights: the arithmetic, not the accuracy, is measured), for one image and for 16 at once.
+Three ways to draw the same kind of (T, B, C) logits, all with masks from one `MaskSource`:
+
+- shared prefix: `models.mc_dropout.mc_dropout_logits`, what the service runs: the deterministic
+  prefix up to the first active dropout once per input, only the stochastic suffix T times;
+- replicate: the input copied T times and one full stochastic pass over the T x B rows (baal's way);
+- loop: T full stochastic passes over the B rows.
+
+The two baselines live here, built from the model's public pieces (`normalize`, `hidden_layer`,
+`output`, `dropout`). At one image a call is a few dozen small tensor operations, so per-operation
+overhead, not arithmetic, dominates it."""
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 
 import torch
+from torch import Tensor
 
-from models.frozen import FrozenMLP, freeze
-from models.mc_dropout import Method, generator_for, mc_dropout_logits
+from models.mc_dropout import MaskSource, dropout, mc_dropout_logits
 from models.network import DropoutMLP
 from models.spec import MLPSpec
 
@@ -20,32 +28,60 @@ ARCHITECTURES = {
     "seed": MLPSpec(hidden_sizes=(128,), input_dropout=0.0, hidden_dropout=0.5),
     "paper": MLPSpec(hidden_sizes=(1024, 1024, 1024), input_dropout=0.2, hidden_dropout=0.5),
 }
-METHODS: tuple[Method, ...] = ("shared_prefix", "replicate", "loop")
+BATCHES = (1, 16)
+
+Sampler = Callable[[DropoutMLP, Tensor, int, MaskSource], Tensor]
 
 
-def time_call(model: FrozenMLP, x: torch.Tensor, samples: int, method: Method, budget_s: float) -> float:
+def stochastic_pass(model: DropoutMLP, x: Tensor, masks: MaskSource) -> Tensor:
+    """One full pass with dropout at every layer: (N, 784) -> (N, C) logits."""
+    h = dropout(model.normalize(x), model.spec.input_dropout, masks)  # (N, 784)
+    for index in range(len(model.hidden)):
+        h = dropout(model.hidden_layer(index, h), model.spec.hidden_dropout, masks)  # (N, D)
+    return model.output(h)
+
+
+def replicate(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSource) -> Tensor:
+    """The input copied T times, one pass over all copies: (B, 784) -> (T, B, C)."""
+    logits = stochastic_pass(model, x.repeat(samples, 1), masks)  # (T * B, C), T blocks of B
+    return logits.reshape(samples, x.shape[0], -1)
+
+
+def loop(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSource) -> Tensor:
+    """T passes one after the other: (B, 784) -> (T, B, C)."""
+    return torch.stack([stochastic_pass(model, x, masks) for _ in range(samples)])
+
+
+SAMPLERS: dict[str, Sampler] = {"shared_prefix": mc_dropout_logits, "replicate": replicate, "loop": loop}
+
+
+def time_call(model: DropoutMLP, x: Tensor, samples: int, sampler: Sampler, budget_s: float) -> float:
     """Median seconds of one call, repeating within about `budget_s`."""
-    mc_dropout_logits(model, x, samples, generator_for(0), method)  # warm-up
-    times: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
-        start = time.perf_counter()
-        mc_dropout_logits(model, x, samples, generator_for(len(times)), method)
-        times.append(time.perf_counter() - start)
+    with torch.inference_mode():
+        logits = sampler(model, x, samples, MaskSource(0))  # warm-up
+        if logits.shape != (samples, x.shape[0], model.spec.num_classes):
+            raise RuntimeError(f"a sampler returned logits of shape {tuple(logits.shape)}")
+        times: list[float] = []
+        deadline = time.perf_counter() + budget_s
+        while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
+            masks = MaskSource(len(times))
+            start = time.perf_counter()
+            sampler(model, x, samples, masks)
+            times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 
 
-BATCHES = (1, 16)
-
-
 def run(samples_list: tuple[int, ...], budget_s: float) -> list[dict[str, object]]:
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # as the service runs
     rows: list[dict[str, object]] = []
     for (name, spec), batch in itertools.product(ARCHITECTURES.items(), BATCHES):
-        model = freeze(DropoutMLP(spec).eval())  # as the service serves it, for all three methods
+        model = DropoutMLP(spec).eval()
         x = torch.rand(batch, 784, generator=torch.Generator().manual_seed(0))
         for samples in samples_list:
-            timings = {method: time_call(model, x, samples, method, budget_s) for method in METHODS}
+            timings = {
+                method: time_call(model, x, samples, sampler, budget_s)
+                for method, sampler in SAMPLERS.items()
+            }
             rows.append(
                 {
                     "architecture": name,
@@ -58,6 +94,7 @@ def run(samples_list: tuple[int, ...], budget_s: float) -> list[dict[str, object
             )
             print(
                 f"sampler {name} B={batch} T={samples}: "
-                + ", ".join(f"{m} {t * 1e3:.3f} ms" for m, t in timings.items())
+                + ", ".join(f"{m} {t * 1e3:.3f} ms" for m, t in timings.items()),
+                flush=True,
             )
     return rows
