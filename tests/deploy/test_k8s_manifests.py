@@ -9,6 +9,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service.http.app import create_app
+from service.settings import Settings
+
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 # The oldest Kubernetes still commonly run, and the newest the schemas know.
 VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
@@ -41,6 +44,7 @@ def test_kustomization_lists_every_plain_manifest() -> None:
         "Deployment",
         "Service",
         "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
     }
 
 
@@ -111,4 +115,116 @@ def test_kserve_example_is_a_v2_custom_predictor_on_the_claim() -> None:
     assert env["STORAGE_URI"] == f"pvc://{claim}/"
     assert env["DROPSERVE_MODEL_REPOSITORY"] == "/mnt/models"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert "NOT landed" in (K8S / "kserve-inferenceservice.yaml").read_text()
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    routes = {getattr(route, "path", None) for route in create_app(Settings()).routes}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] in routes  # the service's real V2 routes
+        assert container[probe]["httpGet"]["port"] == container["ports"][0]["containerPort"] == 8000
+
+
+# Pod Security Standards, "restricted" profile (kubernetes.io/docs/concepts/security/pod-security-standards):
+# the checks of its baseline and restricted levels that a pod template can fail.
+ALLOWED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+    "secret",
+}  # fmt: skip
+
+
+def restricted_profile_violations(pod: dict[str, Any]) -> list[str]:
+    """What keeps `pod` (a PodSpec) from the restricted profile, each as a sentence."""
+    problems = []
+    pod_context = pod.get("securityContext", {})
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(host):
+            problems.append(f"{host} is set")
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= ALLOWED_VOLUMES:
+            problems.append(f"volume {volume['name']} is of type {sorted(kinds)}")
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        name, context = container["name"], container.get("securityContext", {})
+        merged = {**pod_context, **context}
+        if context.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation must be false")
+        capabilities = context.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []):
+            problems.append(f"{name}: capabilities must drop ALL")
+        if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: adds capabilities {capabilities['add']}")
+        if merged.get("runAsNonRoot") is not True:
+            problems.append(f"{name}: runAsNonRoot must be true")
+        if merged.get("runAsUser") == 0:
+            problems.append(f"{name}: runs as uid 0")
+        if merged.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost")
+        if any("hostPort" in port for port in container.get("ports", [])):
+            problems.append(f"{name}: hostPort")
+    return problems
+
+
+def pod_templates() -> dict[str, dict[str, Any]]:
+    """Every pod this repository deploys: the plain stack's, and the KServe example's predictor."""
+    templates = {
+        kind: doc["spec"]["template"]["spec"]
+        for kind, doc in by_kind().items()
+        if kind in ("Job", "Deployment")
+    }
+    templates["InferenceService"] = load("kserve-inferenceservice.yaml")["spec"]["predictor"]
+    return templates
+
+
+@pytest.mark.parametrize("kind", ["Job", "Deployment", "InferenceService"])
+def test_pods_pass_the_restricted_pod_security_profile(kind: str) -> None:
+    assert restricted_profile_violations(pod_templates()[kind]) == []
+
+
+def test_the_restricted_check_catches_what_it_checks() -> None:
+    loose = {
+        "hostNetwork": True,
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "containers": [
+            {
+                "name": "c",
+                "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}},
+                "ports": [{"hostPort": 80}],
+            }
+        ],
+    }
+    assert len(restricted_profile_violations(loose)) == 8
+
+
+def test_no_api_token_is_mounted() -> None:
+    for kind in ("Job", "Deployment"):
+        assert pod_templates()[kind]["automountServiceAccountToken"] is False, kind
+
+
+def test_images_are_tagged_and_the_tag_is_a_kustomize_parameter() -> None:
+    images = {
+        c["image"]
+        for pod in pod_templates().values()
+        for c in pod.get("initContainers", []) + pod["containers"]
+    }
+    for image in images:
+        tag = image.partition(":")[2]
+        assert tag and tag != "latest", f"{image}: name a version, never latest"
+    (parameter,) = load("kustomization.yaml")["images"]
+    assert {image.partition(":")[0] for image in images} == {parameter["name"]}
+    assert parameter["newTag"] != "latest"
+
+
+def test_a_disruption_budget_keeps_an_api_pod_serving() -> None:
+    kinds = by_kind()
+    budget, deployment = kinds["PodDisruptionBudget"], kinds["Deployment"]
+    assert (
+        budget["spec"]["selector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert 1 <= budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+    pod = deployment["spec"]["template"]["spec"]
+    (api,) = pod["containers"]
+    # Drained, not cut: preStop keeps it serving while the endpoint goes, then the grace period
+    # covers a request's full timeout.
+    assert api["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert pod["terminationGracePeriodSeconds"] > 5 + 31
