@@ -1,0 +1,185 @@
+"""Each request's id and record: `X-Request-ID`, request metrics, and one access-log line.
+
+An `X-Request-ID` from the client is kept when it is 1 to 128 visible ASCII characters (no spaces
+or control characters, so it is safe in headers and logs); otherwise, or when there is none, the
+server makes one (32 hex digits). Every response carries it, and every error envelope names it
+(service/http/errors reads it from here). A plain ASGI middleware: no second task or body stream
+per request, as Starlette's BaseHTTPMiddleware would add.
+
+The engine's observer notes each inference job on the record of the request that awaited it
+(the observer runs in that request's task, where the context variable holds its record), so the
+access log and metrics know the model, version, samples and micro-batch of every answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models.artifact import LoadedModel
+from service.engine.engine import JobReport
+from service.http.metrics import Metrics
+
+HEADER = "x-request-id"
+_VALID_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+UNROUTED = "(unrouted)"  # the route label of requests that matched no route or were refused before
+
+access_log = logging.getLogger("service.access")
+
+
+@dataclass
+class RequestRecord:
+    """What one request was and how it went; the access-log line is made of it."""
+
+    request_id: str
+    method: str
+    path: str
+    started: float  # time.perf_counter()
+    status: int = 0
+    model: str = ""
+    version: int | None = None
+    instances: int | None = None
+    samples: int | None = None  # MC passes, for an uncertainty answer
+    round_size: int | None = None  # jobs in the scheduler round of its first step
+    queue_wait_s: float | None = None
+    compute_s: float | None = None
+
+    def note(self, report: JobReport) -> None:
+        """An inference job this request awaited."""
+        self.model = report.loaded.manifest.name
+        self.version = report.loaded.manifest.version
+        self.instances = report.instances
+        self.samples = report.samples or None
+        self.round_size = report.timings.round_size
+        self.queue_wait_s = report.timings.queue_wait_s
+        self.compute_s = report.timings.compute_s
+
+
+_current: ContextVar[RequestRecord | None] = ContextVar("dropserve_request", default=None)
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served in this task, if any."""
+    record = _current.get()
+    return None if record is None else record.request_id
+
+
+def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-ID when it is valid, else a new one."""
+    for name, value in headers:
+        if name.lower() == b"x-request-id":
+            if _VALID_ID.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return uuid.uuid4().hex
+
+
+class RequestObserver:
+    """The engine's observer: feeds the metrics and notes each job on its request's record."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def round_done(self, jobs: int) -> None:
+        self.metrics.round_done(jobs)
+
+    def job_done(self, report: JobReport) -> None:
+        self.metrics.job_done(report)
+        record = _current.get()
+        if record is not None:
+            record.note(report)
+
+    def models_changed(self, loaded: list[LoadedModel]) -> None:
+        self.metrics.models_changed(loaded)
+
+
+class RequestContext:
+    """ASGI middleware: the request id, the in-flight gauge, request metrics, the access log."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, access_log: bool = True, log_format: str = "text"
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+        self.fields_in_text = log_format != "json"  # JSON lines carry them as keys instead
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # The path as sent, still percent-encoded: a decoded %0A must not start a forged log line.
+        path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+        record = RequestRecord(request_id_from(scope["headers"]), scope["method"], path, time.perf_counter())
+        # Not reset when the request ends: the task ends with it, and the error handler of last
+        # resort (outside this middleware) still needs the id for its 500 envelope.
+        _current.set(record)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                MutableHeaders(scope=message)[HEADER] = record.request_id
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except BaseException as error:
+            if not record.status:  # 499: the client went away first (nginx's convention)
+                record.status = 499 if isinstance(error, asyncio.CancelledError) else 500
+            raise
+        finally:
+            self.metrics.in_flight.dec()
+            self._done(scope, record)
+
+    def _done(self, scope: Scope, record: RequestRecord) -> None:
+        seconds = time.perf_counter() - record.started
+        route = getattr(scope.get("route"), "path", None) or UNROUTED
+        if not record.model:  # refused before any job: the model the path names, when served
+            params: dict[str, Any] = scope.get("path_params") or {}
+            named = params.get("name") or params.get("model_name")
+            if named in self.metrics.model_names:  # never a client's string as a label value
+                record.model = named
+        self.metrics.request_done(route, record.method, record.model, record.status, seconds)
+        if self.access_log and access_log.isEnabledFor(logging.INFO):
+            log_access(record, route, seconds, self.fields_in_text)
+
+
+def log_access(record: RequestRecord, route: str, seconds: float, fields_in_text: bool) -> None:
+    """One line: `METHOD path status latency`, with the record's fields as JSON keys (see
+    service/logs.py) or, in text, as `key=value` after it."""
+    fields: dict[str, Any] = {
+        "request_id": record.request_id,
+        "method": record.method,
+        "path": record.path,
+        "route": route,
+        "status": record.status,
+        "latency_ms": round(seconds * 1000, 3),
+    }
+    if record.model:
+        fields["model"] = record.model
+    if record.version is not None:
+        fields.update(
+            version=record.version,
+            instances=record.instances,
+            samples=record.samples,
+            round_size=record.round_size,
+            queue_wait_ms=round((record.queue_wait_s or 0.0) * 1000, 3),
+            compute_ms=round((record.compute_s or 0.0) * 1000, 3),
+        )
+    message = f"{record.method} {record.path} {record.status} {fields['latency_ms']:.1f} ms"
+    if fields_in_text:
+        message += "".join(f" {key}={value}" for key, value in fields.items() if key not in _IN_MESSAGE)
+    access_log.info(message, extra={"fields": fields})
+
+
+_IN_MESSAGE = {"method", "path", "status", "latency_ms"}

@@ -1,0 +1,67 @@
+"""A real `python -m service` in its own process, for tests that need real HTTP: several
+workers, reloads under load, the client and the command line."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, url: str, log: Path, process: subprocess.Popen | None = None) -> None:
+        self.url = url
+        self.log = log  # the server's stderr
+        self.process = process  # `python -m service`, for tests that signal it
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def running_server(repository: Path, log: Path, ready: str = "/readyz", **settings: str) -> Iterator[Server]:
+    """Serve `repository` on a free port with DROPSERVE_<NAME> settings; yields once `ready`
+    answers 200 (use /healthz for a server with no model)."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DROPSERVE_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update({f"DROPSERVE_{key.upper()}": value for key, value in settings.items()})
+    env.update(DROPSERVE_MODEL_REPOSITORY=str(repository), DROPSERVE_PORT=str(port))
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "service"], env=env, stderr=output, stdout=output)
+    server = Server(url, log, process)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}{ready}", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited during start-up:\n{server.log_text()[-3000:]}")
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"{url}{ready} did not answer 200 within 90 s:\n{server.log_text()[-3000:]}")
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
