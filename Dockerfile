@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY models models
 COPY training training
 COPY service service
+COPY client client
 # Bind mounts and secrets leave no layer behind: the wheelhouse and the CA never reach the image.
 # Trimmed afterwards: C++ headers, CMake files and C++ test binaries serve no Python runtime
 # (about 200 MB); the bytecode stays, so containers start without recompiling torch.

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARTIFACTS ?= artifacts
 MODEL  ?= mnist-mlp
 
-.PHONY: setup run serve train test test-fast test-blas-paths lint format typecheck clean
+.PHONY: setup run serve train test test-fast test-blas-paths lint format typecheck clean browser
 
 setup: $(STAMP)
 
@@ -18,12 +18,21 @@ $(STAMP): pyproject.toml models/_kernels.c
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Train the default model when the repository holds none, then serve on port 8000.
+# Train each of MODELS the repository lacks (mnist-mlp on MNIST, fashion-mlp on Fashion-MNIST; the
+# seed recipe), then serve every model in the repository on port 8000:
+#   make run MODELS="mnist-mlp fashion-mlp"
+MODELS ?= $(MODEL)
 run: setup
-	@if [ -z "$$(ls -d $(ARTIFACTS)/$(MODEL)/[0-9]* 2>/dev/null)" ]; then \
-		echo "no $(MODEL) in $(ARTIFACTS)/: training the seed recipe first"; \
-		$(BIN)/python -m training --dataset mnist --recipe seed --artifacts $(ARTIFACTS); \
-	fi
+	@for model in $(MODELS); do \
+		if [ -n "$$(ls -d $(ARTIFACTS)/$$model/[0-9]* 2>/dev/null)" ]; then continue; fi; \
+		case $$model in \
+			mnist-mlp) dataset=mnist ;; \
+			fashion-mlp) dataset=fashion-mnist; $(MAKE) --no-print-directory data ;; \
+			*) echo "make run trains mnist-mlp and fashion-mlp, not $$model; publish it under $(ARTIFACTS)/ yourself"; exit 2 ;; \
+		esac; \
+		echo "no $$model in $(ARTIFACTS)/: training the seed recipe on $$dataset first"; \
+		$(BIN)/python -m training --dataset $$dataset --recipe seed --artifacts $(ARTIFACTS) || exit 1; \
+	done
 	DROPSERVE_MODEL_REPOSITORY=$(ARTIFACTS) $(BIN)/python -m service
 
 serve: setup
@@ -32,7 +41,7 @@ serve: setup
 train: setup
 	$(BIN)/python -m training --dataset mnist --recipe seed --artifacts $(ARTIFACTS)
 
-test: setup data
+test: setup data browser
 	$(BIN)/python -m pytest -q
 
 # The reproducibility tests again on other BLAS and ATen kernels than this CPU's best: an answer's
@@ -45,8 +54,37 @@ test-blas-paths: setup
 			$(BIN)/python -m pytest -q tests/models tests/service/test_engine.py || exit 1; \
 	done
 
+# Debian's chromium, which the page's browser test drives through Playwright (Playwright's own
+# browser download is not used). Installed as root when missing; elsewhere the test would fail, so
+# this fails first and says how.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then \
+		echo "chromium is installed ($(CHROMIUM))"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	else \
+		echo "chromium is missing: sudo apt-get install chromium (Debian/Ubuntu), then make test again"; \
+		echo "(make test-fast runs without it: it leaves out the integration tests, the browser's too)"; \
+		exit 1; \
+	fi
+
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"
+
+# Schema fuzzing against the service's own /openapi.json, longer than the bounded run in `make test`:
+# FUZZ_EXAMPLES cases per operation, a new seed each time (printed by schemathesis, to replay).
+FUZZ_EXAMPLES ?= 200
+.PHONY: fuzz soak
+fuzz: setup
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$$RANDOM $(BIN)/python -m pytest -q -s tests/service/test_schema_fuzz.py
+
+# Soak (bench/soak.py): SOAK_SECONDS of mixed traffic on loopback, malformed requests included;
+# counts every status and samples the server's resident memory; fails on any 5xx or lost request.
+SOAK_SECONDS ?= 180
+SOAK_OUT ?= bench/results/soak.json
+soak: setup
+	$(BIN)/python -m bench.soak --duration $(SOAK_SECONDS) --out $(SOAK_OUT)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -57,7 +95,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 typecheck: setup
-	$(BIN)/mypy models training service bench
+	$(BIN)/mypy models training service bench client
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -15,7 +15,8 @@ done
 curl -sf http://127.0.0.1:8000/readyz >/dev/null || { cat "$log"; echo "not ready after 300 s"; exit 1; }
 grep -E 'artifact:|test_accuracy|train_seconds' "$log" || true
 
-grep -E '^curl .*127\.0\.0\.1:8000' README.md | while read -r line; do
+# The inference curl lines (the reload and metrics lines need an admin key or answer text).
+grep -E '^curl .*127\.0\.0\.1:8000/v1/[^ ]*(predict|uncertainty)' README.md | while read -r line; do
   echo "\$ $line"
   body=$(eval "$line")
   echo "$body" | head -c 300; echo
@@ -30,4 +31,37 @@ done
 # The example digits are a 7, a 2 and a 1 from the MNIST test set.
 labels=$(for f in digit-7.png; do curl -s -F file=@docs/examples/$f http://127.0.0.1:8000/v1/predict; done | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["predictions"][0]["label"])')
 [ "$labels" = "7" ] || { echo "digit-7.png predicted as $labels"; exit 1; }
+
+# The README's tritonclient script (the python block that starts `# readme: tritonclient`), verbatim.
+triton_script=$(mktemp --suffix=.py)
+.venv/bin/python - "$triton_script" <<'EOF'
+import pathlib, re, sys
+blocks = re.findall(r"^```python\n(# readme: tritonclient\n.*?)^```$", pathlib.Path("README.md").read_text(), re.S | re.M)
+assert len(blocks) == 1, "README.md needs exactly one python block that starts with `# readme: tritonclient`"
+pathlib.Path(sys.argv[1]).write_text(blocks[0])
+EOF
+echo "\$ .venv/bin/python <README's tritonclient script>"
+triton_out=$(.venv/bin/python "$triton_script") || { echo "$triton_out"; echo "the README's tritonclient script failed"; exit 1; }
+rm -f "$triton_script"
+echo "$triton_out"
+grep -qx 'label: 7' <<<"$triton_out" || { echo "the tritonclient script did not print label: 7"; exit 1; }
+grep -q '^mutual_information: ' <<<"$triton_out" || { echo "the tritonclient script printed no uncertainty"; exit 1; }
+
+# The README's dropserve command lines verbatim; the first prints the example 7 and 2.
+grep -E '^\.venv/bin/dropserve ' README.md | while read -r line; do
+  echo "\$ $line"
+  out=$(eval "$line") || { echo "$out"; echo "failed: $line"; exit 1; }
+  echo "$out" | head -c 400; echo
+done
+predicted=$(.venv/bin/dropserve predict docs/examples/digit-7.png docs/examples/digit-2-paper.png | awk 'NR > 1 && NF == 4 {print $2}' | xargs)
+[ "$predicted" = "7 2" ] || { echo "dropserve predict printed labels '$predicted', not '7 2'"; exit 1; }
+
+# The README's Python client block (it starts `# readme: client`), verbatim.
+echo "\$ .venv/bin/python <README's client block>"
+.venv/bin/python - <<'EOF'
+import pathlib, re
+blocks = re.findall(r"^```python\n(# readme: client\n.*?)^```$", pathlib.Path("README.md").read_text(), re.S | re.M)
+assert len(blocks) == 1, "README.md needs exactly one python block that starts with `# readme: client`"
+exec(compile(blocks[0], "README.md (client block)", "exec"))
+EOF
 echo "README examples: all answered"

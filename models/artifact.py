@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from models.network import DropoutMLP
@@ -110,13 +111,28 @@ def read_manifest(path: Path) -> Manifest:
         return Manifest.from_dict(json.loads((path / MANIFEST_FILE).read_text()))
     except FileNotFoundError as e:
         raise ArtifactError(f"{path}: no {MANIFEST_FILE}") from e
-    except (ValueError, KeyError, TypeError) as e:
-        raise ArtifactError(f"{path}: invalid {MANIFEST_FILE}: {e}") from e
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # AttributeError: not a JSON object
+        raise ArtifactError(f"{path}: invalid {MANIFEST_FILE}: {type(e).__name__}: {str(e)[:200]}") from e
 
 
 def load_artifact(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Rebuild the network from the manifest, verify and load the weights, switch to eval mode."""
+    """Rebuild the network from the manifest, verify and load the weights, switch to eval mode.
+
+    Every failure is an ArtifactError naming the folder and what is wrong (a corrupt safetensors
+    header behind a matching sha256, weights of the wrong dtype or shape, a manifest that does not
+    parse, a folder whose name disagrees with its manifest, an unreadable file), so that a caller
+    holding several versions refuses this one and keeps the others."""
+    try:
+        return _load_artifact(path, device)
+    except ArtifactError:
+        raise
+    except Exception as e:
+        raise ArtifactError(f"{path}: cannot be loaded: {type(e).__name__}: {str(e)[:200]}") from e
+
+
+def _load_artifact(path: Path, device: torch.device | str) -> LoadedModel:
     manifest = read_manifest(path)
+    check_folder(path, manifest)
     weights_path = path / WEIGHTS_FILE
     if not weights_path.is_file():
         raise ArtifactError(f"{path}: no {WEIGHTS_FILE}")
@@ -126,12 +142,50 @@ def load_artifact(path: Path, device: torch.device | str = "cpu") -> LoadedModel
             f"{weights_path}: sha256 {actual} does not match the manifest's "
             f"{manifest.weights_sha256}; refusing to load a modified weights file"
         )
-    model = DropoutMLP(manifest.spec, manifest.normalization)
     try:
-        model.load_state_dict(load_file(str(weights_path)))
-    except RuntimeError as e:
-        raise ArtifactError(f"{weights_path}: weights do not fit the manifest's architecture: {e}") from e
+        weights = load_file(str(weights_path))
+    except SafetensorError as e:
+        raise ArtifactError(f"{weights_path}: not a readable safetensors file ({str(e)[:200]})") from e
+    check_weights(weights_path, weights, manifest)
+    model = DropoutMLP(manifest.spec, manifest.normalization)
+    model.load_state_dict(weights)
     model.to(device).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return LoadedModel(model, manifest, path, torch.device(device))
+
+
+def check_folder(path: Path, manifest: Manifest) -> None:
+    """A published folder <name>/<version>/ must be the version its manifest says: a folder copied
+    to 5/ whose manifest says 1 would answer as version 1 while served as 5."""
+    if not path.name.isdigit():
+        return  # not inside a repository (a staging folder, a file handed over by path)
+    if manifest.version != int(path.name) or manifest.name != path.parent.name:
+        raise ArtifactError(
+            f"{path}: the folder is {path.parent.name}/{path.name} but its {MANIFEST_FILE} says "
+            f"{manifest.name[:100]}/{manifest.version}; publish a copy with save_artifact (it numbers "
+            "the version) rather than copying a version folder"
+        )
+
+
+def check_weights(weights_path: Path, weights: Mapping[str, torch.Tensor], manifest: Manifest) -> None:
+    """The tensors must be exactly the manifest's network's: names, float32, shapes, finite. The
+    expected shapes come from a network built on the meta device, which allocates nothing, so a
+    manifest declaring huge layers costs no memory before it is refused."""
+    with torch.device("meta"):
+        expected = DropoutMLP(manifest.spec, manifest.normalization).state_dict()
+    problems = [f"missing {name}" for name in expected if name not in weights]
+    problems += [f"unexpected {name}" for name in weights if name not in expected]
+    for name, want in expected.items():
+        got = weights.get(name)
+        if got is None:
+            continue
+        if got.dtype != want.dtype:
+            problems.append(f"{name} is {got.dtype}, not {want.dtype}")
+        elif got.shape != want.shape:
+            problems.append(f"{name} has shape {tuple(got.shape)}, not {tuple(want.shape)}")
+        elif not bool(torch.isfinite(got).all()):
+            problems.append(f"{name} holds NaN or infinite values")
+    if problems:
+        listed = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+        raise ArtifactError(f"{weights_path}: weights do not fit the manifest's architecture: {listed}")

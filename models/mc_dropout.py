@@ -43,15 +43,12 @@ class MaskSource:
         self._blocks = 0  # Philox blocks (4 words of 64 bits) drawn so far
 
     def keep(self, shape: tuple[int, ...], rate: float) -> np.ndarray:
-        """The next draw: float32 of `shape`, 1 / (1 - rate) where a unit is kept, 0 where dropped."""
+        """The next draw: bool of `shape`, True where a unit is kept (with probability 1 - rate)."""
         count = math.prod(shape)
         blocks = -(-count // 16)  # 16 draws of 16 bits per block
         draws = _philox_words(self.seed, self._blocks, 4 * blocks).view(np.uint16)[:count]
         self._blocks += blocks
-        threshold = round((1.0 - rate) * (1 << _DRAW_BITS))
-        kept = (draws < threshold).astype(np.float32).reshape(shape)
-        kept *= np.float32(1.0 / (1.0 - rate))
-        return kept
+        return (draws < round((1.0 - rate) * (1 << _DRAW_BITS))).reshape(shape)
 
 
 _GENERATORS = threading.local()
@@ -84,14 +81,20 @@ def dropout(h: Tensor, rate: float, masks: MaskSource, copies: int | None = None
     shape = tuple(h.shape) if copies is None else (copies, *h.shape)
     if rate == 0.0:
         return h if copies is None else h.expand(shape)
-    mask = torch.from_numpy(masks.keep(shape, rate))
+    scale = masks.keep(shape, rate).astype(np.float32)  # 1.0 kept, 0.0 dropped
+    scale *= np.float32(1.0 / (1.0 - rate))
+    mask = torch.from_numpy(scale)
     return h * (mask if h.is_cpu else mask.to(h.device))
 
 
 @torch.inference_mode()
 def predict_logits(model: DropoutMLP, x: Tensor) -> Tensor:
-    """The eval-mode forward (no dropout): (B, ...) pixels in [0, 1] -> (B, C) logits."""
-    return model(x)
+    """The eval-mode forward (no dropout): (B, ...) pixels in [0, 1] -> (B, C) logits. The same
+    calls as model(x) in eval mode, minus the module machinery."""
+    h = model.normalize(x)
+    for index in range(len(model.hidden)):
+        h = model.hidden_layer(index, h)
+    return model.output_layer(h)
 
 
 @torch.inference_mode()
@@ -106,11 +109,18 @@ def mc_dropout_chunks(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSou
         raise ValueError("samples must be at least 1")
     with torch.inference_mode():
         prefix, start, rate = _deterministic_prefix(model, x)  # (B, D)
-    rows, width = prefix.shape[0], max(prefix.shape[1], *model.spec.hidden_sizes)
-    chunk = max(1, CHUNK_ELEMENTS // (rows * width))
+    chunk = passes_per_chunk(model, len(x))
     for first in range(0, samples, chunk):
         with torch.inference_mode():
             yield _passes(model, prefix, start, rate, min(chunk, samples - first), masks)
+
+
+def passes_per_chunk(model: DropoutMLP, rows: int) -> int:
+    """How many passes of `rows` inputs `mc_dropout_chunks` runs at a time: the widest activation
+    they repeat (the pixels too when there is input dropout) bounds the chunk's memory."""
+    spec = model.spec
+    widest = max(*spec.hidden_sizes, spec.input_size if spec.input_dropout > 0 else 0)
+    return max(1, CHUNK_ELEMENTS // (rows * widest))
 
 
 def _deterministic_prefix(model: DropoutMLP, x: Tensor) -> tuple[Tensor, int, float]:

@@ -79,6 +79,13 @@ class Calibration:
     ood_threshold: float | None = None  # mutual information (nats) above which an input is OOD
     ood_quantile: float = 0.95  # validation quantile the threshold was taken at
     samples: int = 100  # MC passes used when calibrating
+    # Temperature of the MC mean: the answer's probabilities are softmax(log p̄ / temperature)
+    # (models/calibration.py). 1 leaves p̄ as it is, as in manifests written before it existed.
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError("temperature must be positive")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +97,83 @@ class Calibration:
             ood_threshold=None if threshold is None else float(threshold),
             ood_quantile=float(data.get("ood_quantile", 0.95)),
             samples=int(data.get("samples", 100)),
+            temperature=float(data.get("temperature", 1.0)),
+        )
+
+
+@dataclass(frozen=True)
+class ConformalLevel:
+    """One calibrated coverage level of split-conformal prediction sets (models/conformal.py)."""
+
+    coverage: float  # the target: P(true label in set) >= coverage on exchangeable inputs
+    quantile: float | None  # q̂: labels scoring at most this join the set; None: every label does
+    penalty: float = 0.0  # RAPS lambda per rank past `penalty_from_rank`; 0 is APS
+    penalty_from_rank: int = 1  # RAPS k_reg: ranks up to this one go unpenalized
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConformalLevel:
+        quantile = data.get("quantile")
+        return cls(
+            coverage=float(data["coverage"]),
+            quantile=None if quantile is None else float(quantile),
+            penalty=float(data.get("penalty", 0.0)),
+            penalty_from_rank=int(data.get("penalty_from_rank", 1)),
+        )
+
+
+@dataclass(frozen=True)
+class Conformal:
+    """Split-conformal prediction sets, calibrated on held-out validation data at training time."""
+
+    method: str  # "raps" (adaptive prediction sets, rank-regularized; penalty 0 is plain APS)
+    samples: int  # MC passes of the (temperature-scaled) mean the scores were computed on
+    calibration_size: int  # n, the validation inputs whose scores set the quantiles
+    levels: tuple[ConformalLevel, ...] = ()
+    provenance: dict[str, Any] = field(default_factory=dict)  # split, seeds, tuning, temperature
+
+    def level(self, coverage: float) -> ConformalLevel | None:
+        """The calibrated level equal to `coverage` (to 1e-9), or None."""
+        return next((lv for lv in self.levels if abs(lv.coverage - coverage) <= 1e-9), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Conformal:
+        return cls(
+            method=str(data["method"]),
+            samples=int(data["samples"]),
+            calibration_size=int(data["calibration_size"]),
+            levels=tuple(ConformalLevel.from_dict(level) for level in data["levels"]),
+            provenance=dict(data.get("provenance", {})),
+        )
+
+
+@dataclass(frozen=True)
+class Abstention:
+    """The documented risk policy: abstain when `score` is above `threshold`, the largest threshold
+    whose accepted validation inputs had an error rate (selective risk) at most `target_risk`."""
+
+    score: str  # the uncertainty answer's field compared, e.g. "predictive_entropy"
+    threshold: float | None  # None: no threshold met the target on validation, so always abstain
+    target_risk: float  # e.g. 0.005: at most 0.5% errors among the inputs not abstained on
+    validation_risk: float  # the risk measured on validation at `threshold`
+    validation_accepted: float  # share of validation inputs accepted at `threshold`
+    samples: int  # MC passes the scores were computed with
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Abstention:
+        threshold = data.get("threshold")
+        return cls(
+            score=str(data["score"]),
+            threshold=None if threshold is None else float(threshold),
+            target_risk=float(data["target_risk"]),
+            validation_risk=float(data["validation_risk"]),
+            validation_accepted=float(data["validation_accepted"]),
+            samples=int(data["samples"]),
         )
 
 
@@ -107,6 +191,10 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)  # headline figures only
     format_version: int = 1
+    # Sections added after format 1 was fixed; manifests without them load with None (no sets, no
+    # abstain flag).
+    conformal: Conformal | None = None
+    abstention: Abstention | None = None
 
     def __post_init__(self) -> None:
         if len(self.class_names) != self.spec.num_classes:
@@ -122,6 +210,8 @@ class Manifest:
             "class_names": list(self.class_names),
             "weights": {"file": "model.safetensors", "sha256": self.weights_sha256},
             "calibration": self.calibration.to_dict(),
+            "conformal": None if self.conformal is None else self.conformal.to_dict(),
+            "abstention": None if self.abstention is None else self.abstention.to_dict(),
             "provenance": self.provenance,
             "metrics": self.metrics,
         }
@@ -139,6 +229,8 @@ class Manifest:
             class_names=[str(c) for c in data["class_names"]],
             weights_sha256=str(data["weights"]["sha256"]),
             calibration=Calibration.from_dict(data.get("calibration", {})),
+            conformal=None if data.get("conformal") is None else Conformal.from_dict(data["conformal"]),
+            abstention=None if data.get("abstention") is None else Abstention.from_dict(data["abstention"]),
             provenance=dict(data.get("provenance", {})),
             metrics=dict(data.get("metrics", {})),
         )

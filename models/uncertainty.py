@@ -26,6 +26,13 @@ class UncertaintySummary:
     mutual_information: np.ndarray  # (B,): their difference clamped at 0, epistemic
     variation_ratio: np.ndarray  # (B,): 1 - (passes voting for the modal class) / T
 
+    def out_of_distribution(self, threshold: float | None) -> np.ndarray:
+        """(B,) bool: mutual information above the artifact's calibrated `threshold`, the one OOD
+        rule (the service's `ood` answers and its metrics); with no threshold nothing is flagged."""
+        if threshold is None:
+            return np.zeros(len(self.mutual_information), dtype=bool)
+        return self.mutual_information > threshold
+
     @classmethod
     def concatenate(cls, parts: list[UncertaintySummary]) -> UncertaintySummary:
         """The statistics of consecutive batches as one."""

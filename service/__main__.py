@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import signal
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
@@ -24,6 +31,21 @@ def main() -> int:
     logging.getLogger(__name__).info(
         "serving models from %s with %d worker(s)", settings.model_repository, settings.workers
     )
+    signal.signal(signal.SIGTERM, stopped_by_signal)
+    with metrics_folder(settings.workers):
+        serve(settings)
+    return 0
+
+
+def stopped_by_signal(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM is how a container is asked to stop: exit 0 once the drain is done. uvicorn serves
+    with its own handler and, after its graceful shutdown, raises the signal again for the handler
+    it found, this one (with the default one the process would die of it, status -15); before
+    uvicorn takes over (start-up), it stops the process at once."""
+    raise SystemExit(0)
+
+
+def serve(settings: Settings) -> None:
     uvicorn.run(
         "service.http.app:app_from_environment",
         factory=True,  # each worker process builds its own app and engine
@@ -35,9 +57,26 @@ def main() -> int:
         port=settings.port,
         log_config=None,
         log_level=settings.log_level,
+        access_log=False,  # the app logs each request itself, with its id (service/http/request_context)
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
     )
-    return 0
+
+
+@contextmanager
+def metrics_folder(workers: int) -> Iterator[None]:
+    """With several workers, a fresh folder where each writes its Prometheus values, so that
+    /metrics, whichever worker answers, adds up all of theirs (prometheus_client's multiprocess
+    mode, service/http/metrics.py). Fresh each start: old values must not count again."""
+    if workers == 1:
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="dropserve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # read by the workers, which inherit it
+    logging.getLogger(__name__).info("/metrics adds up the %d workers' values kept in %s", workers, folder)
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

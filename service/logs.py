@@ -1,4 +1,7 @@
-"""Logging set-up: human text or one JSON object per line."""
+"""Logging set-up: human text or one JSON object per line.
+
+A record logged with `extra={"fields": {...}}` (the access log) carries those fields as keys of
+its JSON object; in text they are already part of its message."""
 
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()

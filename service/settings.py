@@ -23,7 +23,12 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     """When set, inference routes need `Authorization: Bearer <key>`."""
     admin_key: SecretStr | None = None
-    """When set, enables POST /v1/admin/reload with `Authorization: Bearer <key>`."""
+    """When set, enables the reload routes (POST /v1/models/{name}/reload, /v1/admin/reload) with
+    `Authorization: Bearer <key>`."""
+    poll_interval_s: float | None = Field(None, gt=0.0)
+    """When set, every worker rescans the model repository this often and serves new versions
+    (off by default). Each worker polls on its own, so for up to one interval workers may answer
+    from different versions."""
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger gets 413."""
     max_instances: int = Field(256, ge=1)
@@ -61,6 +66,8 @@ class Settings(BaseSettings):
     """Torch device the models run on: cpu, cuda, cuda:0 ..."""
     log_format: Literal["text", "json"] = "text"
     """Log line format."""
+    access_log: bool = True
+    """One log line per request (id, route, model, status, latency, round size, samples)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Least severe level logged."""
 

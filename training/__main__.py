@@ -1,4 +1,6 @@
-"""`python -m training`: train a dropout MLP and publish it to the model repository."""
+"""`python -m training`: train a dropout MLP and publish it to the model repository.
+
+`python -m training study [--quick]` runs the dropout study instead (training/study.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,16 @@ from pathlib import Path
 
 import torch
 
+from training import study
 from training.datasets import DATASETS
 from training.job import JobConfig, run
 from training.recipes import RECIPES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="seed")
     parser.add_argument("--seed", type=int, default=0)
@@ -31,10 +36,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mc-samples", type=int, default=100, help="MC passes for evaluation")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last epoch checkpoint of an interrupted run with the same options",
+    )
+    parser.add_argument(
+        "--checkpoint-dir", type=Path, help="per-epoch checkpoints (default: ARTIFACTS/.checkpoints/NAME)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["study"]:
+        return study.main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
@@ -57,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             train_limit=args.train_limit,
             mc_samples=args.mc_samples,
             progress=not args.no_progress,
+            resume=args.resume,
+            checkpoint_dir=args.checkpoint_dir,
         )
     )
     if path is None:

@@ -15,7 +15,11 @@ PLOTS = {
     "reliability": "reliability.png",
     "ood": "ood_histograms.png",
     "rotation": "rotation.png",
+    "conformal": "prediction_sets.png",
+    "risk_coverage": "risk_coverage.png",
+    "shift": "shift.png",
 }
+SHIFT_LEVELS = ("0.95", "0.99", "0.999")  # the rotation table's columns
 
 
 def _pct(value: float, digits: int = 2) -> str:
@@ -195,6 +199,143 @@ def _rotation_summary(rotation: Mapping[str, Any]) -> str:
     )
 
 
+def _calibration(calibration: Mapping[str, Any]) -> str:
+    before, after = calibration["test"]["before"], calibration["test"]["after"]
+    rows = [
+        [
+            name,
+            f"{before[key]:.4f}" if key != "ece" else _pct(before[key]),
+            f"{after[key]:.4f}" if key != "ece" else _pct(after[key]),
+        ]
+        for name, key in (("ECE (15 bins)", "ece"), ("NLL (nats)", "nll"), ("Brier", "brier"))
+    ]
+    return (
+        f"The uncertainty answer's probabilities are the MC mean scaled by temperature "
+        f"{calibration['temperature']:.4f}, fitted on {calibration['fitted_on']}: softmax(log p̄ / T). The "
+        "label, entropies, mutual information and std are those of the passes, unchanged.\n\n"
+        + _table(["test set, MC mean", "before", "after"], rows)
+    )
+
+
+def _conformal(conformal: Mapping[str, Any]) -> str:
+    rows = []
+    for level in conformal["levels"]:
+        test, aps = level["test"], level["aps"]["test"]
+        rows.append(
+            [
+                f"{100 * level['coverage']:g}%",
+                f"{_pct(test['coverage'])} ± {_pct(test['standard_error'])}",
+                f"{test['mean_size']:.3f}",
+                _pct(test["singleton_rate"], 1),
+                f"{level['penalty']:g}, {level['penalty_from_rank']}",
+                "all labels" if level["quantile"] is None else f"{level['quantile']:.8f}",
+                f"{_pct(aps['coverage'])}, {aps['mean_size']:.2f}",
+            ]
+        )
+    header = [
+        "level",
+        "coverage ± 1 s.e.",
+        "mean set size",
+        "singletons",
+        "λ, k_reg",
+        "q̂",
+        "APS: coverage, size",
+    ]
+    by_class = conformal["by_class"]
+    class_rows = [
+        [_level(key), *(_pct(c, 1) for c in values)] for key, values in by_class["coverage"].items()
+    ]
+    return (
+        f"Split conformal, {conformal['method'].upper()} scores on the temperature-scaled MC mean at "
+        f"T={conformal['samples']}, non-randomized (a set always holds the top label, so it is never empty); "
+        f"quantiles from {conformal['calibration_size']:,} validation inputs "
+        f"(rows {conformal['provenance']['calibration_rows']}), the penalty λ and k_reg per level tuned for "
+        f"size on the disjoint rows {conformal['provenance']['tuning_rows']}. Measured on the "
+        f"{conformal['test_n']:,} test inputs; the finite-sample guarantee is coverage ≥ level, and for "
+        "continuous scores ≤ level + 1/(n+1).\n\n"
+        + _table(header, rows)
+        + "\n\nCoverage by true class:\n\n"
+        + _table(["level", *by_class["classes"]], class_rows)
+    )
+
+
+def _level(key: str) -> str:
+    """ "0.99" -> "99%" """
+    return f"{100 * float(key):g}%"
+
+
+def _abstention(abstention: Mapping[str, Any]) -> str:
+    policy, test = abstention["policy"], abstention["test"]
+    threshold = (
+        "none met the target: always abstain" if policy["threshold"] is None else f"{policy['threshold']:.4g}"
+    )
+    return (
+        f"`abstain` is true when {policy['score'].replace('_', ' ')} (T={policy['samples']}) is above "
+        f"{threshold} nats: the largest threshold keeping the error among accepted validation inputs at most "
+        f"{_pct(policy['target_risk'])} (measured there: {_pct(policy['validation_risk'])} with "
+        f"{_pct(policy['validation_accepted'], 1)} accepted). On the test set it accepts "
+        f"{_pct(test['accepted'], 1)} with {_pct(test['risk'])} errors among them."
+    )
+
+
+def _shift(shift: Mapping[str, Any]) -> str:
+    rotation = shift["rotation"]
+    shown = [k for k in rotation["coverage"] if k in SHIFT_LEVELS] or list(rotation["coverage"])[:3]
+    rows = [
+        [
+            f"{angle:.0f}°",
+            _pct(rotation["accuracy"][i], 1),
+            *(f"{_pct(rotation['coverage'][k][i], 1)} / {rotation['mean_size'][k][i]:.2f}" for k in shown),
+            _pct(rotation["ood_rate"][i], 1),
+            _pct(rotation["abstain_rate"][i], 1),
+        ]
+        for i, angle in enumerate(rotation["angles"])
+    ]
+    header = ["angle", "accuracy", *(f"coverage / size at {_level(k)}" for k in shown), "ood", "abstain"]
+    key = shown[len(shown) // 2]
+    coverage = rotation["coverage"][key]
+    worst = min(range(len(coverage)), key=coverage.__getitem__)
+    ood, abstain = rotation["ood_rate"], rotation["abstain_rate"]
+    text = (
+        f"The first {rotation['n']:,} test digits rotated, T={rotation['samples']}: the guarantee covers "
+        f"only inputs exchangeable with the calibration data. At {_level(key)}, coverage goes from "
+        f"{_pct(coverage[0], 1)} at 0° to {_pct(coverage[worst], 1)} at {rotation['angles'][worst]:.0f}°, "
+        f"where the mean set holds {rotation['mean_size'][key][worst]:.2f} labels, `ood` flags "
+        f"{_pct(ood[worst], 1)} and `abstain` {_pct(abstain[worst], 1)} of the inputs "
+        f"(at 0°: {_pct(ood[0], 1)} and {_pct(abstain[0], 1)}).\n\n" + _table(header, rows)
+    )
+    partner = shift.get("partner")
+    if partner is not None:
+        sizes = ", ".join(f"{size:.2f} at {_level(k)}" for k, size in partner["mean_size"].items())
+        lone = partner["singleton_and_not_flagged"]
+        text += (
+            f"\n\n{partner['dataset']} test set ({partner['n']:,} inputs, none of them of our classes): "
+            f"mean set size {sizes}; `ood` flags {_pct(partner['ood_rate'], 1)}, `abstain` "
+            f"{_pct(partner['abstain_rate'], 1)}; a singleton set with neither flag, the one answer a caller "
+            f"would accept unreviewed, goes to {_pct(lone[key], 1)} of them at {_level(key)}."
+        )
+    return text
+
+
+def _actionable(metrics: Mapping[str, Any]) -> list[str]:
+    """The card's sections on calibrated probabilities, prediction sets, abstention and shift."""
+    if "conformal" not in metrics:
+        return []
+    return [
+        "## Calibrated probabilities (temperature scaling)",
+        _calibration(metrics["calibration"]),
+        "## Prediction sets with a coverage guarantee",
+        _conformal(metrics["conformal"]),
+        f"![prediction sets]({PLOTS['conformal']})",
+        "## Abstention",
+        _abstention(metrics["abstention"]),
+        f"![selective risk vs coverage]({PLOTS['risk_coverage']})",
+        "## Under shift: rotated digits and out-of-distribution data",
+        _shift(metrics["shift"]),
+        f"![prediction sets under shift]({PLOTS['shift']})",
+    ]
+
+
 def render_card(manifest: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
     """card.md: what the model is, how it was trained, and every measured figure with its plot."""
     test, ood = metrics["test"], metrics.get("ood", {})
@@ -233,6 +374,7 @@ def render_card(manifest: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
         f"same way. {_rotation_summary(rotation)}",
         _rotation(rotation),
         f"![rotation experiment]({PLOTS['rotation']})",
+        *_actionable(metrics),
         "## Intended use and limitations",
         "- Inputs: single centred 28x28 grayscale images like the training set, light ink on a dark "
         "ground; the service's preprocessing brings other images to that form.\n"
@@ -240,6 +382,7 @@ def render_card(manifest: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
         "flagged; its detection rate is measured against one kind of shift only (the table above) and "
         "says nothing about others.\n"
         "- MC figures vary with T and the seed; they converge as the table shows.\n"
+        "- What dropout buys here, rate by rate, against L2, L1 and max-norm: `docs/dropout-study/`.\n"
         f"- Evaluation took {metrics.get('evaluation_seconds', 0):.0f} s after training.",
     ]
     return "\n\n".join(sections) + "\n"
@@ -252,9 +395,15 @@ def card_files(
     files = {
         "card.md": render_card(manifest, metrics).encode(),
         PLOTS["training_curves"]: plots.training_curves(metrics["history"]),
-        PLOTS["reliability"]: plots.reliability_diagram(metrics["test"]["reliability"], metrics["test"]),
+        PLOTS["reliability"]: plots.reliability_diagram(
+            metrics["test"]["reliability"], metrics["test"], metrics.get("calibration")
+        ),
         PLOTS["rotation"]: plots.rotation_plot(metrics["rotation"], thumbnails),
     }
+    if "conformal" in metrics:
+        files[PLOTS["conformal"]] = plots.conformal_plot(metrics["conformal"])
+        files[PLOTS["risk_coverage"]] = plots.risk_coverage_plot(metrics["abstention"])
+        files[PLOTS["shift"]] = plots.shift_plot(metrics["shift"])
     ood = metrics.get("ood", {})
     if "histograms" in ood:
         files[PLOTS["ood"]] = plots.ood_histograms(ood, metrics["dataset"], ood["dataset"])

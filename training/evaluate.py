@@ -133,5 +133,10 @@ def calibrate_ood_threshold(
     model: DropoutMLP, x_val: Tensor, samples: int = 100, quantile: float = 0.95, seed: int = 0
 ) -> float:
     """Mutual information at the `quantile` of the validation set: above it, an input is flagged OOD."""
-    mutual_information = mc_summaries(model, x_val, samples, seed).mutual_information
-    return quantile_threshold(torch.from_numpy(mutual_information), quantile)
+    return ood_threshold(mc_summaries(model, x_val, samples, seed), quantile)
+
+
+def ood_threshold(validation: UncertaintySummary, quantile: float = 0.95) -> float:
+    """The OOD threshold from validation statistics already computed: their mutual information's
+    `quantile`."""
+    return quantile_threshold(torch.from_numpy(validation.mutual_information), quantile)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ class JobConfig:
     train_limit: int | None = None  # first N training images only (quick runs, tests)
     mc_samples: int = 100
     progress: bool = True
+    resume: bool = False  # continue from the newest checkpoint of this run, if any
+    checkpoint_dir: Path | None = None  # default: <artifacts>/.checkpoints/<name> (never a version)
 
 
 def to_tensors(x: np.ndarray, y: np.ndarray, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,12 +89,18 @@ def _run(config: JobConfig, context: distributed.Context) -> Path | None:
 
     started = time.perf_counter()
     progress = config.progress and context.is_main
-    history = train(model, recipe, x_train, y_train, x_val, y_val, config.seed, progress)
+    checkpoints = None if context.distributed else checkpoint_folder(config)
+    history = train(
+        model, recipe, x_train, y_train, x_val, y_val, config.seed, progress, checkpoints, config.resume
+    )
     train_seconds = time.perf_counter() - started
     if not context.is_main:
         return None  # every rank holds the same weights; rank 0 evaluates and publishes
 
-    report = evaluation_report(model, config.dataset, x_val, x_test, y_test, config.mc_samples, config.seed)
+    class_names = list(DATASETS[config.dataset].class_names)
+    report = evaluation_report(
+        model, config.dataset, x_val, y_val, x_test, y_test, class_names, config.mc_samples, config.seed
+    )
     threshold = report.ood_threshold
     metrics = {
         "dataset": config.dataset,
@@ -108,8 +117,15 @@ def _run(config: JobConfig, context: distributed.Context) -> Path | None:
         name=config.name or DEFAULT_MODEL_NAMES[config.dataset],
         spec=recipe.spec,
         normalization=normalization,
-        class_names=list(DATASETS[config.dataset].class_names),
-        calibration=Calibration(ood_threshold=threshold, ood_quantile=0.95, samples=config.mc_samples),
+        class_names=class_names,
+        calibration=Calibration(
+            ood_threshold=threshold,
+            ood_quantile=0.95,
+            samples=config.mc_samples,
+            temperature=report.fitted.temperature,
+        ),
+        conformal=report.fitted.conformal,
+        abstention=report.fitted.abstention,
         provenance={
             "dataset": config.dataset,
             "recipe": recipe.to_dict(),
@@ -139,6 +155,8 @@ def _run(config: JobConfig, context: distributed.Context) -> Path | None:
         },
     )
     log.info("wrote %s", path)
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # published: nothing left to resume
     return path
 
 
@@ -149,3 +167,10 @@ def _package_version() -> str | None:
         return version("dropserve")
     except PackageNotFoundError:
         return None
+
+
+def checkpoint_folder(config: JobConfig) -> Path:
+    """Where this run keeps its per-epoch checkpoint: beside the versions, in a hidden folder the
+    model repository never lists, so that a Job restarted on the same volume can resume."""
+    name = config.name or DEFAULT_MODEL_NAMES[config.dataset]
+    return config.checkpoint_dir or config.artifacts / ".checkpoints" / name

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +14,10 @@ from tqdm import tqdm
 
 from models.network import DropoutMLP
 from training import distributed
+from training.checkpoint import Trainer, fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
 from training.recipes import Recipe
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,10 +34,19 @@ class EpochStats:
 
 def make_optimizer(model: DropoutMLP, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
+        return torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     return torch.optim.SGD(
-        model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum, nesterov=recipe.momentum > 0
+        model.parameters(),
+        lr=recipe.learning_rate,
+        momentum=recipe.momentum,
+        nesterov=recipe.momentum > 0,
+        weight_decay=recipe.weight_decay,
     )
+
+
+def l1_penalty(model: DropoutMLP) -> Tensor:
+    """Sum of |w| over every weight matrix (biases excluded)."""
+    return torch.stack([layer.weight.abs().sum() for layer in (*model.hidden, model.output)]).sum()
 
 
 @torch.no_grad()
@@ -58,6 +72,8 @@ def train(
     y_val: Tensor,
     seed: int,
     progress: bool = True,
+    checkpoints: Path | None = None,
+    resume: bool = False,
 ) -> list[EpochStats]:
     """Train in place; the same seed, data and thread count give the same weights.
 
@@ -72,7 +88,17 @@ def train(
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(seed)
     history: list[EpochStats] = []
-    for epoch in range(1, recipe.epochs + 1):
+    # With `checkpoints`, the state after each epoch is saved there (training/checkpoint.py); with
+    # `resume` too, training continues from the newest one and ends with the same weights.
+    trainer = Trainer(model, optimizer, scheduler, shuffle)
+    run = fingerprint(recipe.to_dict(), seed, x_train, y_train, x_val)
+    first_epoch = 1
+    found = latest_checkpoint(checkpoints) if checkpoints is not None and resume else None
+    if found is not None:
+        done, saved = load_checkpoint(found, trainer, run)
+        history, first_epoch = [EpochStats(**stats) for stats in saved], done + 1
+        log.info("resuming from %s: %d of %d epochs done", found, done, recipe.epochs)
+    for epoch in range(first_epoch, recipe.epochs + 1):
         model.train()
         order = distributed.shard(torch.randperm(len(x_train), generator=shuffle)).to(x_train.device)
         seen, loss_sum, correct = 0, 0.0, 0
@@ -81,9 +107,10 @@ def train(
             index = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             xb, yb = x_train[index], y_train[index]
             logits = net(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = F.cross_entropy(logits, yb)  # the data term: what the history reports
+            objective = loss + recipe.l1 * l1_penalty(model) if recipe.l1 else loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             optimizer.step()
             model.apply_max_norm()
             if scheduler is not None:
@@ -96,6 +123,8 @@ def train(
         val_loss, val_accuracy = evaluate_loss(model, x_val, y_val)
         stats = EpochStats(epoch, loss_sum / seen, correct / seen, val_loss, val_accuracy)
         history.append(stats)
+        if checkpoints is not None:
+            save_checkpoint(checkpoints, epoch, trainer, [h.to_dict() for h in history], run)
         if progress:
             tqdm.write(
                 f"epoch {epoch}: train loss {stats.train_loss:.4f} acc {stats.train_accuracy:.4f}"

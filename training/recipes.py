@@ -18,6 +18,11 @@ class Recipe:
     batch_size: int = 64
     epochs: int = 5
     schedule: Literal["constant", "cosine"] = "constant"
+    # Penalties beside (or instead of) dropout; 0 leaves them out. weight_decay is the optimizer's
+    # own L2 (the gradient gains weight_decay * w, biases included); l1 adds l1 * sum |w| over the
+    # weight matrices (not biases) to the loss. The dropout study compares both against dropout.
+    weight_decay: float = 0.0
+    l1: float = 0.0
     # Held out from the end of the 60k training images: model choices and the OOD threshold are
     # made on it, never on the test set. 10k matches the classic 50k/10k MNIST split.
     validation_size: int = 10_000

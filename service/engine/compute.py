@@ -8,6 +8,7 @@ bytes, never depend on what else the engine is serving.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -15,7 +16,10 @@ import numpy as np
 import torch
 
 from models.artifact import LoadedModel
-from models.mc_dropout import MaskSource, mc_dropout_chunks, predict_logits
+from models.calibration import abstains, apply_temperature
+from models.conformal import prediction_sets
+from models.mc_dropout import MaskSource, mc_dropout_chunks, passes_per_chunk, predict_logits
+from models.spec import ConformalLevel
 from models.uncertainty import PassStatistics, UncertaintySummary
 
 Steps = Generator[None, None, object]
@@ -29,6 +33,10 @@ class UncertaintyResult:
     samples: int
     seed: int
     sample_probabilities: np.ndarray | None  # (B, T, C) float64, when asked for
+    probabilities: np.ndarray  # (B, C) the answer's: p̄ scaled by the artifact's temperature
+    level: ConformalLevel | None = None  # the conformal level asked for, if any; then:
+    prediction_sets: np.ndarray | None = None  # (B, C) bool set membership at `level`
+    abstain: np.ndarray | None = None  # (B,) bool, per the artifact's abstention policy
 
 
 def _inputs(loaded: LoadedModel, pixels: np.ndarray) -> torch.Tensor:
@@ -45,15 +53,32 @@ def predict(loaded: LoadedModel, pixels: np.ndarray) -> Steps:
 
 
 def uncertainty(
-    loaded: LoadedModel, pixels: np.ndarray, samples: int, seed: int, return_samples: bool
+    loaded: LoadedModel,
+    pixels: np.ndarray,
+    samples: int,
+    seed: int,
+    return_samples: bool,
+    level: ConformalLevel | None = None,
 ) -> Steps:
-    """`samples` MC-dropout passes seeded with `seed`, one chunk of passes per step."""
+    """`samples` MC-dropout passes seeded with `seed`, one chunk of passes per step; with a conformal
+    `level` (one of the artifact's), also the prediction sets and the abstain flags."""
     statistics = PassStatistics(len(pixels), loaded.manifest.spec.num_classes)
     kept: list[np.ndarray] = []
-    for logits in mc_dropout_chunks(loaded.model, _inputs(loaded, pixels), samples, MaskSource(seed)):
+    chunks = math.ceil(samples / passes_per_chunk(loaded.model, len(pixels)))
+    passes = mc_dropout_chunks(loaded.model, _inputs(loaded, pixels), samples, MaskSource(seed))
+    for index, logits in enumerate(passes):
         probs = statistics.add(logits.numpy(force=True))  # (t, B, C)
         if return_samples:
             kept.append(probs)
-        yield
-    passes = np.concatenate(kept).transpose(1, 0, 2) if return_samples else None  # (B, T, C)
-    return UncertaintyResult(statistics.summary(), samples, seed, passes)
+        if index + 1 < chunks:  # the last chunk and the summary make one step
+            yield
+    samples_out = np.concatenate(kept).transpose(1, 0, 2) if return_samples else None  # (B, T, C)
+    summary = statistics.summary()
+    manifest = loaded.manifest
+    probabilities = apply_temperature(summary.mean_probabilities, manifest.calibration.temperature)
+    if level is None:
+        return UncertaintyResult(summary, samples, seed, samples_out, probabilities)
+    policy = manifest.abstention
+    refused = None if policy is None else abstains(summary, policy)
+    members = prediction_sets(probabilities, level)
+    return UncertaintyResult(summary, samples, seed, samples_out, probabilities, level, members, refused)

@@ -12,6 +12,10 @@ Bounds, each with its engine error (the HTTP layer maps them to statuses): at mo
 queued or running (Overloaded); a job that waited longer than `queue_wait_s` for its first step is
 refused (Overloaded); a job running past `timeout_s` is stopped at its next step (TimedOut).
 
+What each job cost (its wait for a first step, its own compute, the size of its first round) is
+filled into its JobTimings, and `on_round` hears each round's size: for metrics and logs, never
+part of an answer.
+
 Scaling past one core is left to more worker processes (`DROPSERVE_WORKERS`, uvicorn's own) or
 replicas, each with its engine.
 """
@@ -22,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.engine.compute import Steps
@@ -30,19 +35,38 @@ from service.engine.errors import Overloaded, Stopping, TimedOut
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class JobTimings:
+    """What one job cost, filled in by the scheduler as it runs."""
+
+    queue_wait_s: float = 0.0  # from being queued to its first step
+    compute_s: float = 0.0  # in its own steps, summed
+    steps: int = 0
+    round_size: int = 0  # jobs stepped in the round of its first step (its micro-batch)
+
+
 @dataclass(eq=False)
 class Job:
     steps: Steps
     future: asyncio.Future[object]
+    timings: JobTimings = field(default_factory=JobTimings)
     queued_at: float = field(default_factory=time.monotonic)
 
 
 class Scheduler:
-    def __init__(self, queue_max: int, queue_wait_s: float, timeout_s: float, slice_s: float) -> None:
+    def __init__(
+        self,
+        queue_max: int,
+        queue_wait_s: float,
+        timeout_s: float,
+        slice_s: float,
+        on_round: Callable[[int], None] | None = None,
+    ) -> None:
         self.queue_max = queue_max
         self.queue_wait_s = queue_wait_s
         self.timeout_s = timeout_s
         self.slice_s = slice_s
+        self.on_round = on_round  # hears the jobs stepped in each round
         self.rounds = 0  # rounds run, for tests and metrics
         self._queued: deque[Job] = deque()  # waiting for their first step
         self._running: deque[Job] = deque()  # started, in round-robin order
@@ -67,8 +91,8 @@ class Scheduler:
             await self._task
             self._task = None
 
-    async def run(self, steps: Steps) -> object:
-        """Queue a job and wait for its answer (or its error)."""
+    async def run(self, steps: Steps, timings: JobTimings | None = None) -> object:
+        """Queue a job and wait for its answer (or its error); `timings`, when given, is filled in."""
         if self._stopping:
             steps.close()
             raise Stopping("the server is shutting down; retry on another replica")
@@ -77,8 +101,17 @@ class Scheduler:
             raise Overloaded(
                 f"server is at capacity ({self.queue_max} requests in the engine); retry shortly"
             )
-        job = Job(steps, asyncio.get_running_loop().create_future())
-        self._queued.append(job)
+        timings = timings if timings is not None else JobTimings()
+        job = Job(steps, asyncio.get_running_loop().create_future(), timings)
+        if self.jobs or self._task is None:
+            self._queued.append(job)
+        else:  # an idle engine: a round of one, run now in this request's task (no hand-over)
+            timings.round_size = 1
+            if self._step(job, time.monotonic()):
+                self._running.append(job)
+            self.rounds += 1
+            if self.on_round is not None:
+                self.on_round(1)
         self._wake.set()
         return await job.future
 
@@ -91,8 +124,10 @@ class Scheduler:
                 await self._wake.wait()
                 continue
             self._take_queued(time.monotonic())
-            self._round()
+            stepped = self._round()
             self.rounds += 1
+            if self.on_round is not None:
+                self.on_round(stepped)
             await asyncio.sleep(0)  # the loop's I/O runs between rounds
 
     def _take_queued(self, now: float) -> None:
@@ -105,30 +140,53 @@ class Scheduler:
             else:
                 self._running.append(job)
 
-    def _round(self) -> None:
-        """One step of each running job, in turn, until all had one or the slice is used up."""
+    def _round(self) -> int:
+        """One step of each running job, in turn, until all had one or the slice is used up;
+        returns how many jobs it stepped."""
         deadline = time.monotonic() + self.slice_s
+        stepped = 0
+        first_steps: list[JobTimings] = []  # of the jobs whose first step is in this round
         for _ in range(len(self._running)):
             job = self._running.popleft()
             if job.future.done():  # its request was cancelled
                 job.steps.close()
                 continue
-            if time.monotonic() - job.queued_at > self.timeout_s:
+            started = time.monotonic()
+            if started - job.queued_at > self.timeout_s:
                 _finish(
                     job, error=TimedOut(f"inference took longer than {self.timeout_s:g} s; it was stopped")
                 )
                 continue
-            try:
-                next(job.steps)
-            except StopIteration as done:
-                _finish(job, result=done.value)
-            except Exception as error:  # a bug: this request fails, the engine goes on
-                log.exception("inference failed")
-                _finish(job, error=error)
-            else:
+            if not job.timings.steps:
+                first_steps.append(job.timings)
+            stepped += 1
+            if self._step(job, started):
                 self._running.append(job)
             if time.monotonic() > deadline:
-                return
+                break
+        # Finished jobs' awaiters resume only once the loop runs again, after these are set.
+        for timings in first_steps:
+            timings.round_size = stepped
+        return stepped
+
+    def _step(self, job: Job, started: float) -> bool:
+        """Run one step of `job`; False once it has finished (its future then holds the answer)."""
+        timings = job.timings
+        if not timings.steps:
+            timings.queue_wait_s = started - job.queued_at
+        timings.steps += 1
+        try:
+            next(job.steps)
+        except StopIteration as done:
+            _finish(job, result=done.value)
+            return False
+        except Exception as error:  # a bug: this request fails, the engine goes on
+            log.exception("inference failed")
+            _finish(job, error=error)
+            return False
+        finally:
+            timings.compute_s += time.monotonic() - started
+        return True
 
 
 def _finish(job: Job, result: object = None, error: BaseException | None = None) -> None:

@@ -14,9 +14,11 @@ from fastapi import FastAPI
 
 from service.engine.engine import Engine
 from service.http.dependencies import Serving
-from service.http.errors import install_error_handlers
+from service.http.errors import CatchAll, install_error_handlers
 from service.http.limits import BodySizeLimit
-from service.http.routes import health, inference, models
+from service.http.metrics import Metrics
+from service.http.request_context import RequestContext, RequestObserver
+from service.http.routes import card, health, inference, models, page, prometheus, v2
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    metrics = Metrics()
     engine = Engine(
         settings.model_repository,
         settings.device,
@@ -31,6 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue_wait_s=settings.queue_max_wait_ms / 1000,
         timeout_s=settings.request_timeout_s,
         slice_s=settings.compute_slice_ms / 1000,
+        observer=RequestObserver(metrics),
+        poll_interval_s=settings.poll_interval_s,
     )
 
     @asynccontextmanager
@@ -42,13 +47,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.serving = Serving(settings, engine, pool)
             await engine.start()
             if not engine.registry.ready:
+                loaded_by = (
+                    f"the next rescan (every {settings.poll_interval_s:g} s)"
+                    if settings.poll_interval_s
+                    else "POST /v1/models/{name}/reload (admin key), DROPSERVE_POLL_INTERVAL_S, or a restart"
+                )
                 log.warning(
-                    "no model found under %s; /readyz answers 503 until one is published there "
-                    "and reloaded (POST /v1/admin/reload) or the server restarts",
+                    "no model found under %s; /readyz answers 503 until one is published there and "
+                    "loaded by %s",
                     settings.model_repository,
+                    loaded_by,
                 )
             yield
             await engine.stop()
+            metrics.close()
 
     app = FastAPI(
         title="dropserve",
@@ -57,14 +69,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAll)  # outside the body-size limit, inside RequestContext
+    # Added last, so outermost: its id and record cover the body-size refusals too.
+    app.add_middleware(
+        RequestContext, metrics=metrics, access_log=settings.access_log, log_format=settings.log_format
+    )
     # Not include_router: FastAPI 0.165 walks an included router's route list on every request to
     # validate its route cache. These routers put their prefix, tags, responses and dependencies on
     # each route, so the routes join the app's table as they are; inference first, as the router
     # tries routes in order and they carry nearly all the traffic.
     app.router.routes[:0] = inference.router.routes
-    for module in (health, models):
+    for module in (health, models, card, page, v2, prometheus):
         app.router.routes.extend(module.router.routes)
     return app
 

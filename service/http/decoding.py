@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +38,8 @@ LOOP_IMAGE_PIXELS = 256 * 256
 """...when none of their images declares more pixels than this...."""
 LOOP_IMAGES = 4
 """...and they hold at most this many images."""
+OPTION_FIELDS = ("samples", "seed", "return_samples", "return_input", "coverage")
+"""Options a JSON body carries beside "instances" (image bodies send them as query parameters)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class InferenceRequest:
     samples: int | None = None
     seed: int | None = None
     return_samples: bool = False
+    return_input: bool = False  # echo the preprocessed 28x28 pixels in each prediction
+    coverage: float | None = None  # a conformal level: adds prediction sets (checked against the model's)
 
 
 async def read_inference_request(request: Request, settings: Settings, pool: Executor) -> InferenceRequest:
@@ -94,8 +98,9 @@ def _decode(
 
     if media_type == "application/json" or media_type.endswith("+json"):
         parsed = _parse_json(body)
-        options = {**options, **{k: parsed[k] for k in ("samples", "seed", "return_samples") if k in parsed}}
-        pixels = instances_to_pixels(parsed["instances"], settings, image)
+        options = {**options, **{k: parsed[k] for k in OPTION_FIELDS if k in parsed}}
+        booleans = b"true" in body or b"false" in body
+        pixels = instances_to_pixels(parsed["instances"], settings, image, booleans)
     elif media_type == "multipart/form-data":
         pixels = np.stack([image(data) for data in images])
     elif media_type.startswith("image/"):
@@ -124,24 +129,47 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
 
 
 def instances_to_pixels(
-    instances: Any, settings: Settings, image: Callable[[bytes], np.ndarray]
+    instances: Any, settings: Settings, image: Callable[[bytes], np.ndarray], booleans: bool = True
 ) -> np.ndarray:
-    """JSON instances -> (B, 784) float32, validated vectorized: shape, finiteness, range."""
+    """JSON instances -> (B, 784) float32, validated vectorized: JSON numbers only, the exact shape,
+    finite, in [0, 1]. `booleans`: the body may hold `true`/`false` somewhere, so numbers are checked
+    one by one too (numpy would read True as 1.0)."""
     if not isinstance(instances, list) or not instances:
         raise ApiError(422, '"instances" must be a non-empty list')
     _check_count(len(instances), settings)
-    if all(isinstance(item, list) for item in instances):
-        try:  # fast path: one conversion for the whole batch, no per-element Python work
-            with np.errstate(over="ignore"):  # out-of-range values become inf, refused below
-                batch = np.asarray(instances, dtype=np.float32)
-        except (ValueError, TypeError):
-            batch = None  # ragged or non-numeric: find and name the bad instance below
+    if all(isinstance(item, list) for item in instances):  # fast path: one conversion for all
+        batch = _numbers(instances, booleans)
         if batch is not None and batch.shape[1:] in ((28, 28), (PIXELS,)):
-            return _check_pixels(batch.reshape(len(instances), PIXELS), None)
-    return np.stack([_instance_pixels(i, item, image) for i, item in enumerate(instances)])
+            return _check_pixels(batch.reshape(len(instances), PIXELS), "instances")
+    return np.stack([_instance_pixels(i, item, image, booleans) for i, item in enumerate(instances)])
 
 
-def _instance_pixels(index: int, item: Any, image: Callable[[bytes], np.ndarray]) -> np.ndarray:
+def _numbers(value: list[Any], booleans: bool) -> np.ndarray | None:
+    """A rectangular nested list of JSON numbers as float32; None when it is ragged or holds anything
+    else (strings such as "0.5", booleans, objects, nulls)."""
+    try:
+        array = np.asarray(value)  # no dtype: strings stay strings and booleans booleans
+    except (ValueError, TypeError):  # ragged
+        return None
+    if array.dtype.kind not in "iuf":
+        return None
+    if booleans and any(isinstance(x, bool) for x in _leaves(value)):
+        return None  # True beside numbers became 1.0
+    with np.errstate(over="ignore"):  # past float32's range becomes inf, refused as not finite
+        return array.astype(np.float32)
+
+
+def _leaves(value: list[Any]) -> Iterator[Any]:
+    for item in value:
+        if isinstance(item, list):
+            yield from _leaves(item)
+        else:
+            yield item
+
+
+def _instance_pixels(
+    index: int, item: Any, image: Callable[[bytes], np.ndarray], booleans: bool
+) -> np.ndarray:
     if isinstance(item, dict) and set(item) == {"b64"} and isinstance(item["b64"], str):
         try:
             data = base64.b64decode(item["b64"], validate=True)
@@ -150,18 +178,19 @@ def _instance_pixels(index: int, item: Any, image: Callable[[bytes], np.ndarray]
         return image(data)
     if not isinstance(item, list):
         raise ApiError(422, f'instance {index}: expected a 28x28 array, a 784 array or {{"b64": ...}}')
-    try:
-        array = np.asarray(item, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise ApiError(422, f"instance {index}: not a rectangular array of numbers") from None
-    return _check_pixels(array.reshape(1, -1) if array.shape in ((28, 28), (PIXELS,)) else array, index)[0]
+    array = _numbers(item, booleans)
+    if array is None:
+        raise ApiError(
+            422, f"instance {index}: not a rectangular array of JSON numbers (no strings or booleans)"
+        )
+    if array.shape not in ((28, 28), (PIXELS,)):
+        shape = "x".join(str(s) for s in array.shape)
+        raise ApiError(422, f"instance {index}: expected 28x28 or 784 pixel values, got shape {shape}")
+    return _check_pixels(array.reshape(1, PIXELS), f"instance {index}")[0]
 
 
-def _check_pixels(pixels: np.ndarray, index: int | None) -> np.ndarray:
-    where = "instances" if index is None else f"instance {index}"
-    if pixels.ndim != 2 or pixels.shape[1] != PIXELS:
-        shape = "x".join(str(s) for s in pixels.shape)
-        raise ApiError(422, f"{where}: expected 28x28 or 784 pixel values each, got shape {shape}")
+def _check_pixels(pixels: np.ndarray, where: str) -> np.ndarray:
+    """(B, 784) float32 pixels, refused unless finite and in [0, 1]."""
     # min and max carry NaN through, so in the common case two reductions check everything
     if not (pixels.min() >= 0.0 and pixels.max() <= 1.0):
         if not np.isfinite(pixels).all():
@@ -192,7 +221,8 @@ def _check_count(count: int, settings: Settings) -> None:
 
 
 def parse_options(options: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """samples / seed / return_samples from JSON values or query strings, validated."""
+    """samples / seed / return_samples / return_input / coverage from JSON values or query strings,
+    validated."""
     parsed: dict[str, Any] = {}
     if options.get("samples") is not None:
         samples = _as_int("samples", options["samples"])
@@ -204,15 +234,40 @@ def parse_options(options: dict[str, Any], settings: Settings) -> dict[str, Any]
         if not 0 <= seed <= _MAX_SEED:
             raise ApiError(422, f"seed must be between 0 and 2**63-1, got {seed}")
         parsed["seed"] = seed
-    flag = options.get("return_samples", False)
-    if isinstance(flag, str):
-        if flag.lower() not in ("true", "false", "1", "0"):
-            raise ApiError(422, "return_samples must be true or false")
-        flag = flag.lower() in ("true", "1")
-    if not isinstance(flag, bool):
-        raise ApiError(422, "return_samples must be true or false")
-    parsed["return_samples"] = flag
+    for name in ("return_samples", "return_input"):
+        parsed[name] = _as_bool(name, options.get(name, False))
+    if options.get("coverage") is not None:
+        parsed["coverage"] = _as_coverage(options["coverage"])
     return parsed
+
+
+def _as_coverage(value: Any) -> float:
+    """A JSON number, or a query string such as 0.99, strictly between 0 and 1. Whether the model
+    calibrated that level is the route's check: decoding does not know the model."""
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and 0 < len(value) <= 20 and value.isascii():
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None or not 0.0 < number < 1.0:
+        raise ApiError(
+            422,
+            f"coverage must be a number between 0 and 1, one of the model's calibrated levels such "
+            f"as 0.99, got {_quote(value)}",
+        )
+    return number
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    """A JSON boolean, or one of the query strings true / false / 1 / 0."""
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    if not isinstance(value, bool):
+        raise ApiError(422, f"{name} must be true or false")
+    return value
 
 
 MAX_INTEGER_DIGITS = 19  # 2**63 - 1 has 19

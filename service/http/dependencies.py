@@ -27,6 +27,10 @@ async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.serving.engine.registry
 
 
+async def get_engine(request: Request) -> Engine:
+    return request.app.state.serving.engine
+
+
 def _check_bearer(request: Request, expected: str, what: str) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -64,4 +68,5 @@ async def require_admin_key(request: Request, settings: Annotated[Settings, Depe
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
 ServingDep = Annotated[Serving, Depends(authorized_serving)]

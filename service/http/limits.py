@@ -5,6 +5,8 @@ from __future__ import annotations
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.http.errors import error_envelope
+
 
 class BodySizeLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -17,7 +19,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, send)
             return
         received = 0
         refused = False
@@ -36,17 +38,14 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
             if refused:
-                await self._refuse(send)
+                await self._refuse(scope, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = orjson.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"request body over {self.max_bytes} bytes",
-                }
-            }
-        )
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        message = f"request body over {self.max_bytes} bytes"
+        if scope["path"] == "/v2" or scope["path"].startswith("/v2/"):
+            body = orjson.dumps({"error": message})  # the Open Inference Protocol's error object
+        else:
+            body = orjson.dumps(error_envelope("payload_too_large", message))
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

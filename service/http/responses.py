@@ -6,14 +6,15 @@ from typing import Any
 
 import numpy as np
 import orjson
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 from models.artifact import LoadedModel
 from service.engine.compute import UncertaintyResult
 
 
-class FastJSONResponse(Response):
-    """orjson-encoded JSON; numpy arrays serialize natively."""
+class FastJSONResponse(JSONResponse):
+    """orjson-encoded JSON; numpy arrays serialize natively. A JSONResponse, so that FastAPI
+    documents a route's response_model for it (for any other class it writes `type: string`)."""
 
     media_type = "application/json"
 
@@ -25,46 +26,69 @@ def model_ref(loaded: LoadedModel) -> dict[str, Any]:
     return {"name": loaded.manifest.name, "version": loaded.manifest.version}
 
 
-def prediction_body(loaded: LoadedModel, probabilities: np.ndarray) -> dict[str, Any]:
-    """probabilities (B, C) -> {"model", "predictions": [{label, class_name, confidence, probabilities}]}"""
+def input_images(loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
+    """pixels (B, 784) in [0, 1] -> (B, 28, 28): what the model saw, before its normalization."""
+    height, width = loaded.manifest.spec.input_shape[-2:]
+    return np.ascontiguousarray(pixels.reshape(len(pixels), height, width), dtype=np.float32)
+
+
+def prediction_body(
+    loaded: LoadedModel, probabilities: np.ndarray, inputs: np.ndarray | None = None
+) -> dict[str, Any]:
+    """probabilities (B, C) -> {"model", "predictions": [{label, class_name, confidence, probabilities}]};
+    with `inputs` (B, 784), each prediction also carries its "input" as 28x28 rows."""
     names = loaded.manifest.class_names
     labels = probabilities.argmax(-1)
-    return {
-        "model": model_ref(loaded),
-        "predictions": [
-            {
-                "label": int(label),
-                "class_name": names[label],
-                "confidence": float(row[label]),
-                "probabilities": row.tolist(),
-            }
-            for label, row in zip(labels, probabilities, strict=True)
-        ],
-    }
+    predictions: list[dict[str, Any]] = [
+        {
+            "label": int(label),
+            "class_name": names[label],
+            "confidence": float(row[label]),
+            "probabilities": row.tolist(),
+        }
+        for label, row in zip(labels, probabilities, strict=True)
+    ]
+    if inputs is not None:
+        for entry, image in zip(predictions, input_images(loaded, inputs), strict=True):
+            entry["input"] = image
+    return {"model": model_ref(loaded), "predictions": predictions}
 
 
-def uncertainty_body(loaded: LoadedModel, result: UncertaintyResult) -> dict[str, Any]:
+def uncertainty_body(
+    loaded: LoadedModel, result: UncertaintyResult, inputs: np.ndarray | None = None
+) -> dict[str, Any]:
     names = loaded.manifest.class_names
-    threshold = loaded.manifest.calibration.ood_threshold
     summary = result.summary
-    labels = summary.mean_probabilities.argmax(-1)
+    flagged = summary.out_of_distribution(loaded.manifest.calibration.ood_threshold)  # (B,) bool
+    probabilities = result.probabilities  # p̄, temperature-scaled
+    labels = probabilities.argmax(-1)
+    images = None if inputs is None else input_images(loaded, inputs)  # (B, 28, 28)
     predictions = []
     for i, label in enumerate(labels):
         mutual_information = float(summary.mutual_information[i])
         entry: dict[str, Any] = {
             "label": int(label),
             "class_name": names[label],
-            "confidence": float(summary.mean_probabilities[i, label]),
-            "probabilities": summary.mean_probabilities[i].tolist(),
+            "confidence": float(probabilities[i, label]),
+            "probabilities": probabilities[i].tolist(),
             "std": summary.std[i].tolist(),
             "predictive_entropy": float(summary.predictive_entropy[i]),
             "expected_entropy": float(summary.expected_entropy[i]),
             "mutual_information": mutual_information,
             "variation_ratio": float(summary.variation_ratio[i]),
-            "ood": threshold is not None and mutual_information > threshold,
+            "ood": bool(flagged[i]),
         }
+        if result.prediction_sets is not None and result.level is not None:
+            members = np.flatnonzero(result.prediction_sets[i])
+            entry["prediction_set"] = members.tolist()
+            entry["prediction_set_names"] = [names[c] for c in members]
+            entry["coverage"] = result.level.coverage
+            if result.abstain is not None:
+                entry["abstain"] = bool(result.abstain[i])
         if result.sample_probabilities is not None:
             entry["sample_probabilities"] = result.sample_probabilities[i].tolist()
+        if images is not None:
+            entry["input"] = images[i]
         predictions.append(entry)
     return {
         "model": model_ref(loaded),

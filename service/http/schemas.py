@@ -11,6 +11,10 @@ from pydantic import BaseModel, Field
 class ErrorDetail(BaseModel):
     code: str = Field(examples=["invalid_value"])
     message: str = Field(examples=["instance 0: expected 28x28 or 784 pixel values each, got shape 783"])
+    request_id: str = Field(
+        description="the request's X-Request-ID (the client's, or one the server made)",
+        examples=["3f2b9c0e5d6a4b7c8e9f0a1b2c3d4e5f"],
+    )
 
 
 class ErrorEnvelope(BaseModel):
@@ -27,6 +31,9 @@ class Prediction(BaseModel):
     class_name: str
     confidence: float = Field(description="probability of the predicted class")
     probabilities: list[float]
+    input: list[list[float]] | None = Field(
+        None, description="28x28 pixels in [0, 1] the model saw (after preprocessing), with return_input"
+    )
 
 
 class PredictResponse(BaseModel):
@@ -42,6 +49,16 @@ class UncertainPrediction(Prediction):
     variation_ratio: float = Field(description="1 - modal votes / T")
     ood: bool = Field(description="mutual_information above the model's calibrated threshold")
     sample_probabilities: list[list[float]] | None = Field(None, description="T x C, with return_samples")
+    prediction_set: list[int] | None = Field(
+        None,
+        description="with coverage: class ids whose split-conformal set holds the true label with "
+        "probability >= coverage on inputs like the validation data; never empty",
+    )
+    prediction_set_names: list[str] | None = Field(None, description="the set's class names")
+    coverage: float | None = Field(None, description="the calibrated level the set was built for")
+    abstain: bool | None = Field(
+        None, description="with coverage: the model's risk policy says not to act on this answer"
+    )
 
 
 class UncertaintyResponse(BaseModel):
@@ -88,6 +105,17 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
+
+class V2Error(BaseModel):
+    """The Open Inference Protocol's error object."""
+
+    error: str = Field(examples=["unknown model 'nope'; this server has: mnist-mlp"])
+
+
+V2_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": V2Error, "description": spec["description"]} for status, spec in ERROR_RESPONSES.items()
+}
+
 INFERENCE_BODY = {
     "requestBody": {
         "required": True,
@@ -106,6 +134,15 @@ INFERENCE_BODY = {
                         "samples": {"type": "integer", "minimum": 1},
                         "seed": {"type": "integer", "minimum": 0},
                         "return_samples": {"type": "boolean"},
+                        "return_input": {
+                            "type": "boolean",
+                            "description": "add each instance's preprocessed 28x28 pixels as `input`",
+                        },
+                        "coverage": {
+                            "type": "number",
+                            "description": "uncertainty only: a calibrated level (GET /v1/models/{name} "
+                            "lists them, e.g. 0.99) for `prediction_set` and `abstain`",
+                        },
                     },
                 }
             },

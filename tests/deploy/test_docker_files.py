@@ -70,3 +70,12 @@ def test_nginx_balances_the_api_service() -> None:
     assert re.search(r"upstream (\w+) \{\s*server api:8000", config)
     mount = next(v for v in compose()["services"]["nginx"]["volumes"] if "default.conf" in v)
     assert (ROOT / mount.split(":")[0]).resolve() == ROOT / "deploy" / "nginx" / "default.conf"
+
+
+def test_nginx_bounds_headers_and_bodies_before_the_api() -> None:
+    # uvicorn's httptools parser bounds neither header sizes nor counts (docs/robustness.md): nginx does.
+    config = (ROOT / "deploy" / "nginx" / "default.conf").read_text()
+    directives = dict(re.findall(r"^\s*(\w+)\s+([^;]+);", config, re.MULTILINE))
+    assert directives["large_client_header_buffers"] == "4 8k"
+    assert directives["client_header_timeout"] == "10s"
+    assert directives["client_max_body_size"] == "11m"  # over the api's own 10 MiB, which answers 413 itself

@@ -26,7 +26,7 @@ def test_the_same_seed_gives_the_same_masks_and_another_seed_others():
 def test_masks_are_a_fixed_function_of_the_seed():
     # Philox is counter-based and portable: these bits are the same on every CPU and numpy build.
     kept = MaskSource(42).keep((2, 8), 0.5)
-    assert (kept == 0).sum() + (kept == 2).sum() == 16
+    assert kept.dtype == bool and kept.shape == (2, 8)
     assert kept.tobytes() == MaskSource(42).keep((16,), 0.5).tobytes()  # drawn in row-major order
 
 
@@ -95,4 +95,4 @@ def test_masks_are_one_philox_stream_keyed_by_the_seed():
     first, second = masks.keep((3, 10), 0.5), masks.keep((5,), 0.5)
     words = np.random.Philox(key=123).random_raw(12).view(np.uint16)  # 16 draws per block of 4 words
     expected = np.concatenate([words[:30], words[32:37]]) < 1 << 15
-    assert np.array_equal(np.concatenate([first.ravel(), second]) != 0, expected)
+    assert np.array_equal(np.concatenate([first.ravel(), second]), expected)

@@ -76,10 +76,14 @@ def test_a_request_s_answer_is_the_same_bytes_alone_and_among_others(paper_model
             ]
 
         alone = [await call for call in ask()]
-        # The same requests again while others of every size share the engine's rounds.
+        # The same requests again while others of every size share the engine's rounds: a long MC
+        # request keeps the engine busy, so that the rest queue and are computed round by round.
+        busy = asyncio.ensure_future(engine.uncertainty(paper_model, pixels(300, 9), 60, 9, False))
+        await asyncio.sleep(0)
         crowd = [engine.predict(paper_model, pixels(n, n)) for n in (1, 3, 17, 300)]
         crowd += [engine.uncertainty(paper_model, pixels(n, n), 8, n, False) for n in (1, 5, 40)]
         together = await asyncio.gather(*crowd[:4], *ask(), *crowd[4:])
+        await busy
         for lone, shared in zip(alone, together[4:6], strict=True):
             assert answer_bytes(lone) == answer_bytes(shared)
         assert engine.scheduler.rounds > 1

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import struct
 import zlib
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
+from service.http.app import create_app
+from service.settings import Settings
 from tests.service.test_api import assert_error
 
 
@@ -96,3 +100,172 @@ def test_error_messages_quote_at_most_a_little_of_the_input(client):
     response = client.post("/v1/uncertainty", json={"instances": [[0.0] * 784], "seed": "7" * 150_000})
     assert_error(response, 422, "invalid_value")
     assert len(response.content) < 500
+
+
+def test_an_unexpected_exception_is_one_500_envelope_and_one_log_line(client, caplog, monkeypatch):
+    async def broken(*args, **kwargs):
+        raise RuntimeError("a bug " + "x" * 1000)
+
+    monkeypatch.setattr(client.app.state.serving.engine, "predict", broken)
+    caplog.set_level(logging.INFO)
+    # The TestClient re-raises whatever escapes the app (as uvicorn would log its traceback): nothing does.
+    response = client.post(
+        "/v1/predict", json={"instances": [[0.5] * 784]}, headers={"x-request-id": "r-500"}
+    )
+    assert_error(response, 500, "internal")
+    assert response.json()["error"]["request_id"] == response.headers["x-request-id"] == "r-500"
+    assert "r-500" in response.json()["error"]["message"]
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    (line,) = errors
+    assert line.getMessage().startswith("500 for POST /v1/predict (request r-500): RuntimeError: a bug")
+    assert len(line.getMessage()) < 300 and line.exc_info is None
+    assert not [r for r in caplog.records if r.exc_info], "no traceback at INFO"
+    access = [r for r in caplog.records if r.name == "service.access"]
+    assert [r.fields["status"] for r in access] == [500]  # the access log saw the 500 too
+
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="service.http.errors")
+    client.post("/v1/predict", json={"instances": [[0.5] * 784]})
+    (traceback,) = [r for r in caplog.records if r.exc_info]
+    assert traceback.levelno == logging.DEBUG
+
+
+def chunked(data: bytes, size: int = 8192):
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def test_a_chunked_body_over_the_limit_gets_413(client, settings, digit_png):
+    # No Content-Length: the limit is found while the chunks arrive, for every kind of body.
+    big = digit_png + b"\0" * settings.max_body_bytes
+    multipart = (
+        b"--b\r\ncontent-disposition: form-data; name=file; filename=d.png\r\ncontent-type: image/png\r\n\r\n"
+        + big
+        + b"\r\n--b--\r\n"
+    )
+    for content_type, body in [
+        ("multipart/form-data; boundary=b", multipart),
+        ("image/png", big),
+        ("application/json", b'{"instances": [' + b" " * settings.max_body_bytes + b"]}"),
+    ]:
+        response = client.post("/v1/predict", content=chunked(body), headers={"content-type": content_type})
+        assert_error(response, 413, "payload_too_large")
+        assert response.request.headers["transfer-encoding"] == "chunked"
+    ok = client.post(
+        "/v1/predict", content=chunked(digit_png, 100), headers={"content-type": "image/png"}
+    )  # a small chunked body is fine
+    assert ok.status_code == 200, ok.text
+
+
+# What held before issue 18 and must keep holding.
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"instances": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        b'{"instances": [[NaN]]}',
+        b'{"instances": [[1e309]]}',
+        b'{"instances": [[Infinity]]}',
+    ],
+    ids=["nested 50k deep", "NaN literal", "1e309", "Infinity literal"],
+)
+def test_json_that_is_not_json_gets_400(client, body):
+    response = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert_error(response, 400, "bad_request")
+
+
+def test_a_million_instances_get_413(repository):
+    settings = Settings(model_repository=repository, max_body_bytes=50_000_000)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/v1/predict", json={"instances": [[0.0]] * 1_000_000})
+    assert_error(response, 413, "payload_too_large")
+    assert "1000000 instances" in response.json()["error"]["message"]
+
+
+def image_bytes(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def test_unusual_but_valid_images_are_accepted(repository):
+    frames = [Image.new("L", (28, 28), color) for color in range(0, 250, 50)] * 1000  # 5000 frames
+    gif = image_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=1)
+    sixteen_bit = image_bytes(Image.fromarray(np.full((28, 28), 40_000, dtype=np.uint16)), "PNG")
+    cmyk = image_bytes(Image.new("CMYK", (40, 40), (0, 0, 0, 255)), "JPEG")
+    tiff = image_bytes(Image.new("L", (28, 28), 200), "TIFF")
+    kinds = [(gif, "image/gif"), (sixteen_bit, "image/png"), (cmyk, "image/jpeg"), (tiff, "image/tiff")]
+    with TestClient(create_app(Settings(model_repository=repository))) as client:  # a 10 MiB body bound
+        for data, media_type in kinds:
+            response = client.post("/v1/predict", content=data, headers={"content-type": media_type})
+            assert response.status_code == 200, (media_type, response.text)
+
+
+def test_svg_and_pdf_get_415(client):
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"/>'
+    pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF"
+    for data, media_type in [(svg, "image/svg+xml"), (pdf, "application/pdf"), (pdf, "image/png")]:
+        response = client.post("/v1/predict", content=data, headers={"content-type": media_type})
+        assert_error(response, 415, "unsupported_media_type")
+        multipart = client.post("/v1/predict", files={"file": ("x", data, media_type)})
+        assert_error(multipart, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/..%2F..%2Fetc%2Fpasswd/predict",
+        "/v1/models/%2E%2E/predict",
+        "/v1/models/..%5C..%5Cwindows/predict",
+        "/v1/models/mnist-mlp/versions/..%2F1/predict",
+        "/v1/models/mnist-mlp/versions/1%2F..%2F..%2F2/predict",
+        "/v1/models/..%2Fmnist-mlp/versions/1/card/model.json",
+        "/v1/models/mnist-mlp/versions/1/card/..%2Fmodel.safetensors",
+    ],
+)
+def test_path_traversal_gets_404_or_422(client, path):
+    method = client.get if "/card/" in path else client.post
+    response = method(path, json={"instances": [[0.0] * 784]}) if method == client.post else method(path)
+    assert response.status_code in (404, 422), response.text
+    assert set(response.json()) == {"error"}
+
+
+BAD_AUTHORIZATIONS = [
+    None,
+    "",
+    "Bearer",
+    "Bearer ",
+    "bearer wrong-key-0123456789abcdef",
+    "Basic dXNlcjpwYXNz",
+    "Token k" + "k" * 31,
+    "Bearer " + "k" * 31,
+    "Bearer " + "k" * 33,
+    "Bearer " + "K" * 32,
+    "Bearer " + "k" * 32 + "x",
+    "Bearer  x" + "k" * 31,
+    "k" * 32,
+    "Bearer " + "ķ" * 32,
+    "Bearer " + "k" * 16 + "\t" + "k" * 15,
+]
+
+
+def test_fifteen_wrong_authorizations_get_401_with_the_envelope(repository):
+    key = "k" * 32
+    with TestClient(create_app(Settings(model_repository=repository, api_key=key))) as client:
+        for header in BAD_AUTHORIZATIONS:
+            headers = {} if header is None else {"authorization": header.encode("utf-8")}
+            response = client.post("/v1/predict", json={"instances": [[0.0] * 784]}, headers=headers)
+            assert_error(response, 401, "unauthorized")
+            assert response.headers["www-authenticate"] == "Bearer", header
+    assert len(BAD_AUTHORIZATIONS) == 15
+
+
+def test_a_rejected_key_never_reaches_stderr(monkeypatch, capsys):
+    from service.__main__ import main
+
+    monkeypatch.setenv("DROPSERVE_API_KEY", "tooshort-secret")
+    assert main() == 2
+    error = capsys.readouterr().err
+    assert "api_key" in error and "tooshort-secret" not in error

@@ -32,7 +32,8 @@ def full_metrics(monkeypatch: pytest.MonkeyPatch, ood_available: bool):
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(40, 784, generator=generator)
     y = torch.arange(40) % 10
-    report = evaluation_report(tiny_model(), "mnist", x, x, y, samples=6, seed=0)
+    classes = [str(d) for d in range(10)]
+    report = evaluation_report(tiny_model(), "mnist", x, y, x, y, classes, samples=6, seed=0)
     history = [
         {"epoch": e, "train_loss": 1 / e, "train_accuracy": 0.5, "val_loss": 1 / e, "val_accuracy": 0.6}
         for e in (1, 2)
@@ -83,6 +84,13 @@ def test_report_and_card_with_ood(monkeypatch):
         assert f"]({png})" in card and files[png].startswith(PNG_MAGIC)
     assert headline_table(metrics) in card
     assert "| 165° |" in card and "mutual information" in card
+    for section in ("## Calibrated probabilities", "## Prediction sets", "## Abstention", "## Under shift"):
+        assert section in card
+    assert "| 180° |" in card  # the shift table's last angle
+    assert [level["coverage"] for level in metrics["conformal"]["levels"]] == [0.9, 0.95, 0.99, 0.995, 0.999]
+    assert set(metrics["shift"]) == {"rotation", "partner"}
+    assert metrics["calibration"]["test"]["after"]["ece"] >= 0
+    assert report.fitted.conformal.calibration_size == 32  # 40 validation inputs, the first 8 tune
     headline = headline_metrics(metrics)
     assert headline["test_error_mc"] == pytest.approx(1 - headline["test_accuracy_mc"])
     assert "ood_auroc_mutual_information" in headline
@@ -93,5 +101,6 @@ def test_missing_ood_data_skips_that_section_only(monkeypatch):
     assert metrics["ood"]["skipped"].startswith("no source for fashion-mnist")
     files = card_files(manifest, metrics)
     assert PLOTS["ood"] not in files and files[PLOTS["rotation"]].startswith(PNG_MAGIC)
+    assert "partner" not in metrics["shift"] and files[PLOTS["shift"]].startswith(PNG_MAGIC)
     assert "Skipped: no source for fashion-mnist" in files["card.md"].decode()
     assert "ood_dataset" not in headline_metrics(metrics)

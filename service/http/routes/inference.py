@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from models.artifact import LoadedModel
+from models.spec import ConformalLevel
 from service.http.decoding import read_inference_request
 from service.http.dependencies import Serving, ServingDep
 from service.http.errors import ApiError
@@ -21,13 +22,15 @@ _PREDICT: dict[str, Any] = {
     "response_model": PredictResponse,
     "response_class": FastJSONResponse,
     "openapi_extra": INFERENCE_BODY,
-    "description": "Deterministic prediction: eval mode, no dropout.",
+    "description": "Deterministic prediction: eval mode, no dropout. Option `return_input`.",
 }
 _UNCERTAINTY: dict[str, Any] = {
     "response_model": UncertaintyResponse,
     "response_class": FastJSONResponse,
     "openapi_extra": INFERENCE_BODY,
-    "description": "MC dropout: `samples` stochastic passes; options `samples`, `seed`, `return_samples`.",
+    "description": "MC dropout: `samples` stochastic passes; options `samples`, `seed`, `return_samples`, "
+    "`return_input`, `coverage` (a calibrated level such as 0.99: adds `prediction_set`, `coverage` and "
+    "`abstain` to each prediction).",
 }
 
 
@@ -35,7 +38,8 @@ async def predict(request: Request, serving: Serving, name: str, version: int | 
     loaded = serving.engine.registry.get(name, version)
     body = await read_inference_request(request, serving.settings, serving.decode_pool)
     probabilities = await serving.engine.predict(loaded, body.pixels)
-    return FastJSONResponse(prediction_body(loaded, probabilities))
+    inputs = body.pixels if body.return_input else None
+    return FastJSONResponse(prediction_body(loaded, probabilities, inputs))
 
 
 async def uncertainty(request: Request, serving: Serving, name: str, version: int | None) -> Response:
@@ -44,9 +48,28 @@ async def uncertainty(request: Request, serving: Serving, name: str, version: in
     samples = body.samples or serving.settings.mc_samples_default
     if body.return_samples:
         check_response_size(loaded, len(body.pixels), samples, serving.settings.max_response_values)
+    level = None if body.coverage is None else conformal_level(loaded, body.coverage)
     seed = secrets.randbelow(2**31) if body.seed is None else body.seed  # reported, so reproducible
-    result = await serving.engine.uncertainty(loaded, body.pixels, samples, seed, body.return_samples)
-    return FastJSONResponse(uncertainty_body(loaded, result))
+    result = await serving.engine.uncertainty(loaded, body.pixels, samples, seed, body.return_samples, level)
+    inputs = body.pixels if body.return_input else None
+    return FastJSONResponse(uncertainty_body(loaded, result, inputs))
+
+
+def conformal_level(loaded: LoadedModel, coverage: float) -> ConformalLevel:
+    """The artifact's calibrated level equal to `coverage`; 422 naming the levels it has."""
+    manifest = loaded.manifest
+    level = None if manifest.conformal is None else manifest.conformal.level(coverage)
+    if level is not None:
+        return level
+    model = f"{manifest.name} version {manifest.version}"
+    if manifest.conformal is None or not manifest.conformal.levels:
+        raise ApiError(
+            422,
+            f"{model} has no calibrated prediction sets (it was trained before they existed); retrain it "
+            "or leave out coverage",
+        )
+    levels = ", ".join(f"{lv.coverage:g}" for lv in manifest.conformal.levels)
+    raise ApiError(422, f"coverage {coverage} is not calibrated for {model}; send one of {levels}")
 
 
 def check_response_size(loaded: LoadedModel, instances: int, samples: int, limit: int) -> None:

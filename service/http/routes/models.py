@@ -1,4 +1,4 @@
-"""Model listing, metadata, and the admin reload."""
+"""Model listing, metadata, and reloads (admin key)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from models.artifact import LoadedModel
-from service.engine.registry import ModelRegistry
-from service.http.dependencies import RegistryDep, SettingsDep, require_admin_key
+from service.engine.errors import UnknownModel
+from service.engine.registry import ModelRegistry, VersionResult
+from service.http.dependencies import EngineDep, RegistryDep, SettingsDep, require_admin_key
 from service.http.images import ACCEPTED_MEDIA_TYPES
 from service.http.schemas import ERROR_RESPONSES, ModelList, ModelMetadata
 from service.settings import Settings
@@ -49,15 +50,46 @@ async def version_metadata(
 
 
 @router.post(
+    "/models/{name}/reload",
+    dependencies=[Depends(require_admin_key)],
+    summary="Rescan a model's folder: serve new versions, drop removed ones",
+    description="Versions already loaded are kept; a version that fails to load is reported and the "
+    "others go on serving. Requests in flight finish on the version they started with. With several "
+    "workers this reaches the one worker that answers; DROPSERVE_POLL_INTERVAL_S reaches them all.",
+)
+async def reload_model(name: str, engine: EngineDep) -> dict[str, Any]:
+    results = (await engine.reload(name))[name]
+    if not results:
+        raise UnknownModel(f"no published version of {name[:100]!r} under the model repository")
+    return reload_answer(engine.registry, name, results)
+
+
+@router.post(
     "/admin/reload",
     dependencies=[Depends(require_admin_key)],
-    summary="Rescan the model repository",
+    summary="Rescan the whole model repository",
 )
-async def reload_models(registry: RegistryDep) -> dict[str, Any]:
-    registry.load_all()
+async def reload_models(engine: EngineDep) -> dict[str, Any]:
+    results = await engine.reload()
+    registry = engine.registry
     return {
         "models": {name: sorted(v) for name, v in registry.models.items()},
         "failures": registry.failures,
+        "results": [reload_answer(registry, name, outcome) for name, outcome in results.items()],
+    }
+
+
+def reload_answer(registry: ModelRegistry, name: str, results: list[VersionResult]) -> dict[str, Any]:
+    """One model's reload: what happened to each version, and what it serves now."""
+    held = registry.models.get(name, {})
+    return {
+        "name": name,
+        "versions": [
+            {"version": r.version, "status": r.status} | ({"error": r.error} if r.error else {})
+            for r in results
+        ],
+        "serving": sorted(held),
+        "default_version": max(held) if held else None,
     }
 
 
@@ -86,6 +118,12 @@ def metadata(loaded: LoadedModel, registry: ModelRegistry, settings: Settings) -
             "ood_threshold": manifest.calibration.ood_threshold,
             "ood_score": "mutual_information",
             "ood_calibration": manifest.calibration.to_dict(),
+            "temperature": manifest.calibration.temperature,
+            "coverage_levels": [
+                lv.coverage for lv in (manifest.conformal.levels if manifest.conformal else ())
+            ],
+            "conformal": None if manifest.conformal is None else manifest.conformal.to_dict(),
+            "abstention": None if manifest.abstention is None else manifest.abstention.to_dict(),
         },
         "provenance": manifest.provenance,
     }
