@@ -103,15 +103,7 @@ class Scheduler:
             )
         timings = timings if timings is not None else JobTimings()
         job = Job(steps, asyncio.get_running_loop().create_future(), timings)
-        if self.jobs or self._task is None:
-            self._queued.append(job)
-        else:  # an idle engine: a round of one, run now in this request's task (no hand-over)
-            timings.round_size = 1
-            if self._step(job, time.monotonic()):
-                self._running.append(job)
-            self.rounds += 1
-            if self.on_round is not None:
-                self.on_round(1)
+        self._queued.append(job)
         self._wake.set()
         return await job.future
 
