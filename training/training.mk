@@ -3,7 +3,7 @@ PAPER_THREADS ?= 2
 FASHION_PACKAGE := dataset-fashion-mnist
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: train-paper train-fashion data study study-quick
+.PHONY: train-paper train-fashion data datasets study study-quick
 
 # Srivastava et al. 2014's dropout + max-norm MLP (recipe `paper`): about 16 min of training on
 # 2 CPU cores, then the full evaluation (MC T up to 300, OOD, rotation) and the model card.
@@ -22,6 +22,15 @@ study: setup data
 # The same driver on a tiny grid (a minute or less): CI checks the outputs' shape, not their values.
 study-quick: setup data
 	$(BIN)/python -m training study --quick --out .cache/study-quick --no-progress
+
+# MNIST and Fashion-MNIST verified and cached in DATASETS_CACHE by the project's own loader, as the
+# training job reads them (the Docker stack's train job gets this cache: deploy/deploy.mk). MNIST
+# must load; Fashion-MNIST, which only adds the out-of-distribution evaluation, may be missing.
+DATASETS_CACHE ?= .cache/datasets
+datasets: setup data
+	DROPSERVE_DATA_CACHE=$(DATASETS_CACHE) $(BIN)/python -c 'from training.datasets import load_dataset; load_dataset("mnist")'
+	@DROPSERVE_DATA_CACHE=$(DATASETS_CACHE) $(BIN)/python -c 'from training.datasets import load_dataset; load_dataset("fashion-mnist")' \
+		2>/dev/null || echo "datasets: no Fashion-MNIST (see \`make data\`): models will have no OOD evaluation"
 
 # Fashion-MNIST (the out-of-distribution set of MNIST models) offline: Debian's package.
 data:

@@ -47,17 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.serving = Serving(settings, engine, pool)
             await engine.start()
             if not engine.registry.ready:
-                loaded_by = (
-                    f"the next rescan (every {settings.poll_interval_s:g} s)"
-                    if settings.poll_interval_s
-                    else "POST /v1/models/{name}/reload (admin key), DROPSERVE_POLL_INTERVAL_S, or a restart"
-                )
-                log.warning(
-                    "no model found under %s; /readyz answers 503 until one is published there and "
-                    "loaded by %s",
-                    settings.model_repository,
-                    loaded_by,
-                )
+                log.warning("%s; /readyz answers 503 until then", health.how_to_load_a_model(settings))
             yield
             await engine.stop()
             metrics.close()

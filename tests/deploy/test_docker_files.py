@@ -6,6 +6,7 @@ deploy/ci-docker-e2e.sh proves them by running; these catch a broken edit withou
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,37 @@ def test_nginx_bounds_headers_and_bodies_before_the_api() -> None:
     assert directives["large_client_header_buffers"] == "4 8k"
     assert directives["client_header_timeout"] == "10s"
     assert directives["client_max_body_size"] == "11m"  # over the api's own 10 MiB, which answers 413 itself
+
+
+def test_readme_deploy_lines_are_what_ci_runs() -> None:
+    # deploy/ci-docker-e2e.sh runs these README lines verbatim on a fresh copy of the tree.
+    lines = re.findall(
+        r"^(?:make docker-(?:build|up|down)(?: |$)|curl .*127\.0\.0\.1:8080/).*$",
+        (ROOT / "README.md").read_text(),
+        re.MULTILINE,
+    )
+    steps = [line.split()[1] if line.startswith("make") else "curl" for line in lines]
+    assert [s for i, s in enumerate(steps) if i == 0 or steps[i - 1] != s] == [
+        "docker-build",
+        "docker-up",
+        "curl",
+        "docker-down",
+    ]
+    assert any("/v1/predict" in line for line in lines) and any("/v1/uncertainty" in line for line in lines)
+
+
+def test_docker_up_prepares_what_the_stack_needs() -> None:
+    # Nothing prepared by hand: compose found or installed, the dataset cached on the host by the
+    # project's loader and handed to uid 10001 before compose starts the train job.
+    plan = subprocess.run(
+        ["make", "-n", "docker-up"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    dataset = plan.index('load_dataset("mnist")')
+    chown = plan.index("chown -R 10001:10001 .cache/docker-datasets")
+    up = plan.index("deploy/compose.sh up -d")
+    assert dataset < chown < up
+    assert "DROPSERVE_DATASETS=" + str(ROOT / ".cache/docker-datasets") in plan
+    assert "/readyz" in plan[up:], "docker-up returns once nginx answers /readyz"
+    assert "apt-get install -y -qq docker-compose" in (ROOT / "deploy" / "compose.sh").read_text()
+    api_env = compose()["services"]["api"]["environment"]
+    assert float(api_env["DROPSERVE_POLL_INTERVAL_S"]) > 0, "new versions served without a restart"

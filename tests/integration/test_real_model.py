@@ -130,7 +130,8 @@ def test_a_fixed_request_gets_the_same_bytes_alone_and_under_concurrent_load(ser
         stop.set()
     for name, bodies in loaded.items():
         assert all(body == alone[name] for body in bodies), f"{name}: a body differed under load"
-    assert len(crowd_statuses) > 100 and set(crowd_statuses) == {200}
+    # The crowd was served (a loaded machine may shed some of it with 503, never anything else).
+    assert crowd_statuses.count(200) > 100 and set(crowd_statuses) <= {200, 503}
 
 
 def test_prediction_sets_over_http_cover_real_test_digits(server_url, mnist_test, trained_repository):

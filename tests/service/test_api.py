@@ -38,6 +38,10 @@ def test_not_ready_without_models(tmp_path):
         response = client.get("/readyz")
         assert_error(response, 503, "unavailable")
         assert response.headers["retry-after"]
+        # It says how to get a model loaded: what to train, and what loads it without an admin key.
+        message = response.json()["error"]["message"]
+        assert f"python -m training --artifacts {tmp_path}" in message
+        assert "DROPSERVE_POLL_INTERVAL_S" in message
         assert_error(client.post("/v1/predict", json={"instances": [[0.0] * 784]}), 503, "unavailable")
 
 
