@@ -31,6 +31,13 @@ done
 # The example digits are a 7, a 2 and a 1 from the MNIST test set.
 labels=$(for f in digit-7.png; do curl -s -F file=@docs/examples/$f http://127.0.0.1:8000/v1/predict; done | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["predictions"][0]["label"])')
 [ "$labels" = "7" ] || { echo "digit-7.png predicted as $labels"; exit 1; }
+# The README's prediction sets: the 7 alone for the digit; more than one label, flagged ood, for the bag.
+sets() { curl -s -F file=@docs/examples/$1 'http://127.0.0.1:8000/v1/uncertainty?seed=1&coverage=0.99' \
+  | .venv/bin/python -c 'import json,sys; p=json.load(sys.stdin)["predictions"][0]; print(p["prediction_set"], p["ood"])'; }
+seven=$(sets digit-7.png)
+[ "$seven" = "[7] False" ] || { echo "digit-7.png: prediction set and ood $seven, not [7] False"; exit 1; }
+bag=$(sets fashion-bag.png)
+[[ "$bag" =~ ^\[[0-9]+(,\ [0-9]+)+\]\ True$ ]] || { echo "fashion-bag.png: prediction set and ood $bag"; exit 1; }
 
 # The README's tritonclient script (the python block that starts `# readme: tritonclient`), verbatim.
 triton_script=$(mktemp --suffix=.py)

@@ -29,18 +29,31 @@ LEVELS = (0.90, 0.95, 0.99, 0.995, 0.999)  # a 98.7%-accurate model covers 95% w
 PENALTIES = (0.0, 0.001, 0.01, 0.1, 0.2, 0.5)  # the RAPS paper's lambda grid, and 0 (APS)
 
 
-def conformity_scores(
-    probabilities: np.ndarray, penalty: float = 0.0, penalty_from_rank: int = 1
-) -> np.ndarray:
-    """(B, C) probabilities -> (B, C) scores of every label; lower = more conforming. Ranks are by
-    descending probability, ties by class id."""
+def _ranked_scores(
+    probabilities: np.ndarray, penalty: float, penalty_from_rank: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(order, scores in that order), both (B, C): class ids by descending probability (ties by
+    class id), and the score of the label at each rank."""
     order = np.argsort(-probabilities, axis=1, kind="stable")  # (B, C) class ids, most probable first
-    cumulative = np.cumsum(np.take_along_axis(probabilities, order, axis=1), axis=1)  # (B, C)
+    cumulative = np.cumsum(probabilities[_rows(order), order], axis=1)  # (B, C)
     if penalty:
         ranks = np.arange(1, probabilities.shape[1] + 1)
         cumulative += penalty * np.maximum(ranks - penalty_from_rank, 0)  # (C,) broadcast over rows
-    scores = np.empty_like(cumulative)
-    np.put_along_axis(scores, order, cumulative, axis=1)
+    return order, cumulative
+
+
+def _rows(order: np.ndarray) -> np.ndarray:
+    """(B, 1) row ids, to index (B, C) arrays with `order`."""
+    return np.arange(len(order))[:, None]
+
+
+def conformity_scores(
+    probabilities: np.ndarray, penalty: float = 0.0, penalty_from_rank: int = 1
+) -> np.ndarray:
+    """(B, C) probabilities -> (B, C) scores of every label; lower = more conforming."""
+    order, ranked = _ranked_scores(probabilities, penalty, penalty_from_rank)
+    scores = np.empty_like(ranked)
+    scores[_rows(order), order] = ranked
     return scores
 
 
@@ -84,8 +97,11 @@ def prediction_sets(probabilities: np.ndarray, level: ConformalLevel) -> np.ndar
     most probable label always."""
     if level.quantile is None:
         return np.ones(probabilities.shape, dtype=bool)
-    members = conformity_scores(probabilities, level.penalty, level.penalty_from_rank) <= level.quantile
-    members[np.arange(len(probabilities)), probabilities.argmax(-1)] = True
+    order, ranked = _ranked_scores(probabilities, level.penalty, level.penalty_from_rank)
+    kept = ranked <= level.quantile  # (B, C) in rank order: the same scores calibration compared
+    kept[:, 0] = True  # the top label
+    members = np.empty_like(kept)
+    members[_rows(order), order] = kept
     return members
 
 

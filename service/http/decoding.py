@@ -26,6 +26,8 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
+from models.artifact import LoadedModel
+from models.spec import ConformalLevel
 from service.http.errors import ApiError
 from service.http.images import ACCEPTED_MEDIA_TYPES, TooBigForTheLoop, decode_image
 from service.settings import Settings
@@ -259,6 +261,24 @@ def _as_coverage(value: Any) -> float:
             f"as 0.99, got {_quote(value)}",
         )
     return number
+
+
+def conformal_level(loaded: LoadedModel, coverage: float) -> ConformalLevel:
+    """The artifact's calibrated level equal to `coverage` (either API's option); 422 naming the
+    levels it has."""
+    manifest = loaded.manifest
+    level = None if manifest.conformal is None else manifest.conformal.level(coverage)
+    if level is not None:
+        return level
+    model = f"{manifest.name} version {manifest.version}"
+    if manifest.conformal is None or not manifest.conformal.levels:
+        raise ApiError(
+            422,
+            f"{model} has no calibrated prediction sets (it was trained before they existed); retrain it "
+            "or leave out coverage",
+        )
+    levels = ", ".join(f"{lv.coverage:g}" for lv in manifest.conformal.levels)
+    raise ApiError(422, f"coverage {coverage} is not calibrated for {model}; send one of {levels}")
 
 
 def _as_bool(name: str, value: Any) -> bool:

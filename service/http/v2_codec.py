@@ -9,9 +9,11 @@ or as binary.
 
 Tensors: input `input`, FP32 in [0, 1] or UINT8 in [0, 255], shape [B, 784], [B, 28, 28] or
 [B, 1, 28, 28]. Outputs `probabilities` FP32 [B, C] and `label` INT64 [B]; with the request parameter
-`mc_samples`, `probabilities` is the mean over the passes, and `std` FP32 [B, C] and the per-input
-statistics `predictive_entropy`, `expected_entropy`, `mutual_information`, `variation_ratio` FP32 [B]
-join them. Every refusal is an ApiError: 400, or 413 past the instance bound.
+`mc_samples`, `probabilities` is the mean over the passes (scaled by the artifact's temperature, as
+the native answer's), and `std` FP32 [B, C] and the per-input statistics `predictive_entropy`,
+`expected_entropy`, `mutual_information`, `variation_ratio` FP32 [B] join them; with the parameter
+`coverage` too (a calibrated level, e.g. 0.99), `prediction_set` BOOL [B, C], each class's membership
+of the input's conformal set. Every refusal is an ApiError: 400, or 413 past the instance bound.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import orjson
 
 from models.spec import MLPSpec
-from models.uncertainty import UncertaintySummary
+from service.engine.compute import UncertaintyResult
 from service.http.errors import ApiError
 from service.settings import Settings
 
@@ -38,15 +40,16 @@ UNCERTAINTY_OUTPUTS = (
     "mutual_information",
     "variation_ratio",
 )
-PER_CLASS_OUTPUTS = ("probabilities", "std")  # [B, C]; the others are [B]
-REQUEST_PARAMETERS = ("mc_samples", "seed", "binary_data_output")
-_NUMPY: dict[str, np.dtype] = {"FP32": np.dtype("<f4"), "INT64": np.dtype("<i8")}
+CONFORMAL_OUTPUTS = ("prediction_set",)  # with the request parameter coverage
+PER_CLASS_OUTPUTS = ("probabilities", "std", "prediction_set")  # [B, C]; the others are [B]
+REQUEST_PARAMETERS = ("mc_samples", "seed", "binary_data_output", "coverage")
+_NUMPY: dict[str, np.dtype] = {"FP32": np.dtype("<f4"), "INT64": np.dtype("<i8"), "BOOL": np.dtype("?")}
 _MAX_SEED = 2**63 - 1
 _ACCEPTED = "FP32 pixels in [0, 1] or UINT8 pixels in [0, 255]"
 
 
 def output_datatype(name: str) -> str:
-    return "INT64" if name == "label" else "FP32"
+    return "INT64" if name == "label" else "BOOL" if name in CONFORMAL_OUTPUTS else "FP32"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class InferRequest:
     request_id: str | None = None
     mc_samples: int | None = None
     seed: int | None = None
+    coverage: float | None = None  # a conformal level, checked against the model's by the route
 
 
 def decode_infer_request(
@@ -74,11 +78,13 @@ def decode_infer_request(
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ApiError(400, f'"id" must be a string, got {_quote(request_id)}')
-    mc_samples, seed, binary_default = _parameters(request.get("parameters", {}), settings)
+    mc_samples, seed, binary_default, coverage = _parameters(request.get("parameters", {}), settings)
     booleans = b"true" in header or b"false" in header
     pixels = _input_pixels(request.get("inputs"), binary, booleans, spec, settings)
-    outputs = _requested_outputs(request.get("outputs"), mc_samples is not None, binary_default, settings)
-    return InferRequest(pixels, outputs, request_id, mc_samples, seed)
+    outputs = _requested_outputs(
+        request.get("outputs"), mc_samples is not None, binary_default, settings, coverage is not None
+    )
+    return InferRequest(pixels, outputs, request_id, mc_samples, seed, coverage)
 
 
 def prediction_outputs(probabilities: np.ndarray) -> dict[str, np.ndarray]:
@@ -86,13 +92,17 @@ def prediction_outputs(probabilities: np.ndarray) -> dict[str, np.ndarray]:
     return {"probabilities": probabilities, "label": probabilities.argmax(-1)}
 
 
-def uncertainty_outputs(summary: UncertaintySummary) -> dict[str, np.ndarray]:
-    """MC-dropout statistics -> every output tensor; `probabilities` is p̄, the mean of the passes."""
-    return {
-        "probabilities": summary.mean_probabilities,
-        "label": summary.mean_probabilities.argmax(-1),
-        **{name: getattr(summary, name) for name in UNCERTAINTY_OUTPUTS},
+def uncertainty_outputs(result: UncertaintyResult) -> dict[str, np.ndarray]:
+    """An MC-dropout answer -> every output tensor; `probabilities` is the answer's (p̄ scaled by
+    the artifact's temperature), `prediction_set` is there when a level was asked for."""
+    values = {
+        "probabilities": result.probabilities,
+        "label": result.probabilities.argmax(-1),
+        **{name: getattr(result.summary, name) for name in UNCERTAINTY_OUTPUTS},
     }
+    if result.prediction_sets is not None:
+        values["prediction_set"] = result.prediction_sets
+    return values
 
 
 def encode_infer_response(
@@ -156,8 +166,8 @@ def _parse_json(raw: bytes) -> Any:
         ) from None
 
 
-def _parameters(parameters: Any, settings: Settings) -> tuple[int | None, int | None, bool]:
-    """(mc_samples, seed, binary_data_output) from the request's parameters."""
+def _parameters(parameters: Any, settings: Settings) -> tuple[int | None, int | None, bool, float | None]:
+    """(mc_samples, seed, binary_data_output, coverage) from the request's parameters."""
     parameters = _object(parameters, 'the request "parameters"')
     for key in parameters:
         if key not in REQUEST_PARAMETERS:
@@ -170,7 +180,18 @@ def _parameters(parameters: Any, settings: Settings) -> tuple[int | None, int | 
     seed = _integer(parameters, "seed", 0, _MAX_SEED)
     if seed is not None and mc_samples is None:
         raise ApiError(400, "the parameter seed seeds MC-dropout passes; send it with mc_samples")
-    return mc_samples, seed, _boolean(parameters, "binary_data_output")
+    coverage = parameters.get("coverage")
+    if coverage is not None:
+        if not isinstance(coverage, int | float) or isinstance(coverage, bool) or not 0 < coverage < 1:
+            raise ApiError(
+                400,
+                f"parameter coverage must be a number between 0 and 1 such as 0.99, got {_quote(coverage)}",
+            )
+        if mc_samples is None:
+            raise ApiError(
+                400, "the parameter coverage asks for MC-dropout prediction sets; send it with mc_samples"
+            )
+    return mc_samples, seed, _boolean(parameters, "binary_data_output"), coverage
 
 
 def _integer(parameters: dict[str, Any], name: str, low: int, high: int) -> int | None:
@@ -333,9 +354,13 @@ def _check_range(values: np.ndarray, high: float, message: str) -> None:
 
 
 def _requested_outputs(
-    outputs: Any, uncertainty: bool, binary_default: bool, settings: Settings
+    outputs: Any, uncertainty: bool, binary_default: bool, settings: Settings, conformal: bool = False
 ) -> tuple[RequestedOutput, ...]:
-    available = PREDICTION_OUTPUTS + (UNCERTAINTY_OUTPUTS if uncertainty else ())
+    available = (
+        PREDICTION_OUTPUTS
+        + (UNCERTAINTY_OUTPUTS if uncertainty else ())
+        + (CONFORMAL_OUTPUTS if conformal else ())
+    )
     if outputs is None or outputs == []:
         return tuple(RequestedOutput(name, binary_default) for name in available)
     if not isinstance(outputs, list):
@@ -347,6 +372,12 @@ def _requested_outputs(
         output = _object(item, "each requested output")
         _known_keys(output, ("name", "parameters"), "a requested output")
         name = output.get("name")
+        if name in CONFORMAL_OUTPUTS and not conformal:
+            raise ApiError(
+                400,
+                f"output {name!r} is a conformal prediction set; send the request parameter coverage "
+                "(a calibrated level such as 0.99) with mc_samples",
+            )
         if name in UNCERTAINTY_OUTPUTS and not uncertainty:
             raise ApiError(
                 400,

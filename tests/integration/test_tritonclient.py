@@ -57,7 +57,8 @@ def test_server_and_model_metadata_and_readiness(client):
     meta = client.get_model_metadata(MODEL)
     assert meta["name"] == MODEL and meta["versions"] == ["1"]
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 784]}]
-    assert [o["name"] for o in meta["outputs"]] == ["probabilities", "label", *UNCERTAINTY]
+    # prediction_set: the trained model carries conformal levels
+    assert [o["name"] for o in meta["outputs"]] == ["probabilities", "label", *UNCERTAINTY, "prediction_set"]
     assert client.get_model_metadata(MODEL, model_version="1")["versions"] == ["1"]
 
 
@@ -117,6 +118,24 @@ def test_mc_samples_give_the_uncertainty_outputs_binary_and_json(client, digits)
     noise = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
     ood = client.infer(MODEL, [uint8_input(noise)], parameters=parameters).as_numpy("mutual_information")
     assert np.median(ood) > np.median(mutual_information)
+
+
+def test_coverage_gives_the_prediction_set_as_a_bool_tensor(client, digits, server_url):
+    pixels, labels = digits
+    parameters = {"mc_samples": 100, "seed": 3, "coverage": 0.99}
+    requested = [triton.InferRequestedOutput(name) for name in ("label", "prediction_set")]
+    result = client.infer(MODEL, [uint8_input(pixels)], outputs=requested, parameters=parameters)
+    assert result.get_response()["parameters"] == parameters
+    members = result.as_numpy("prediction_set")  # binary BOOL, decoded by tritonclient
+    assert members.dtype == np.bool_ and members.shape == (64, 10)
+    assert members.sum(axis=1).min() >= 1 and members[np.arange(64), result.as_numpy("label")].all()
+    assert members[np.arange(64), labels].mean() >= 0.9
+    native = httpx.post(
+        f"{server_url}/v1/uncertainty",
+        json={"instances": (pixels / 255.0).tolist(), "samples": 100, "seed": 3, "coverage": 0.99},
+        timeout=60,
+    ).json()["predictions"]
+    assert [np.flatnonzero(row).tolist() for row in members] == [p["prediction_set"] for p in native]
 
 
 def test_a_wrong_shape_is_refused(client):

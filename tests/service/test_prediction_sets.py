@@ -151,3 +151,56 @@ def test_metadata_lists_levels_temperature_and_policy(client):
     assert uncertainty["abstention"]["threshold"] == ABSTAIN_ABOVE
     older = client.get("/v1/models/mnist-mlp").json()["uncertainty"]
     assert older["coverage_levels"] == [] and older["conformal"] is None and older["temperature"] == 1.0
+
+
+V2_INFER = "/v2/models/calibrated/infer"
+
+
+def v2_request(pixels: list[list[float]], **parameters) -> dict:
+    tensor = {
+        "name": "input",
+        "datatype": "FP32",
+        "shape": [len(pixels), 784],
+        "data": [v for row in pixels for v in row],
+    }
+    return {"inputs": [tensor], "parameters": parameters}
+
+
+def test_v2_exposes_the_set_as_a_bool_tensor_as_the_native_route_builds_it(client):
+    pixels = instances(3)
+    answer = client.post(V2_INFER, json=v2_request(pixels, mc_samples=30, seed=5, coverage=0.99))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["parameters"] == {"mc_samples": 30, "seed": 5, "coverage": 0.99}
+    outputs = {o["name"]: o for o in answer.json()["outputs"]}
+    assert (outputs["prediction_set"]["datatype"], outputs["prediction_set"]["shape"]) == ("BOOL", [3, 10])
+    members = np.array(outputs["prediction_set"]["data"]).reshape(3, 10)
+    native = client.post(URL, json={"instances": pixels, "samples": 30, "seed": 5, "coverage": 0.99}).json()
+    for row, probabilities, prediction in zip(
+        members,
+        np.float32(outputs["probabilities"]["data"]).reshape(3, 10),
+        native["predictions"],
+        strict=True,
+    ):
+        assert np.flatnonzero(row).tolist() == prediction["prediction_set"]
+        np.testing.assert_array_equal(probabilities, np.float32(prediction["probabilities"]))  # tempered
+    meta = client.get("/v2/models/calibrated").json()
+    assert {"name": "prediction_set", "datatype": "BOOL", "shape": [-1, 10]} in meta["outputs"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "status", "message"),
+    [
+        ({"coverage": 0.99}, 400, "send it with mc_samples"),
+        ({"mc_samples": 5, "coverage": 2}, 400, "coverage must be a number between 0 and 1"),
+        ({"mc_samples": 5, "coverage": 0.97}, 422, "send one of 0.9, 0.99, 0.999"),
+    ],
+)
+def test_v2_refuses_coverage_it_cannot_serve(client, parameters, status, message):
+    response = client.post(V2_INFER, json=v2_request(instances(1), **parameters))
+    assert response.status_code == status and message in response.json()["error"]
+
+
+def test_v2_prediction_set_output_needs_coverage(client):
+    request = {**v2_request(instances(1), mc_samples=5), "outputs": [{"name": "prediction_set"}]}
+    response = client.post(V2_INFER, json=request)
+    assert response.status_code == 400 and "send the request parameter coverage" in response.json()["error"]

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from models.artifact import LoadedModel
-from models.spec import ConformalLevel
-from service.http.decoding import read_inference_request
+from service.http.decoding import conformal_level, read_inference_request
 from service.http.dependencies import Serving, ServingDep
 from service.http.errors import ApiError
 from service.http.responses import FastJSONResponse, prediction_body, uncertainty_body
@@ -53,23 +52,6 @@ async def uncertainty(request: Request, serving: Serving, name: str, version: in
     result = await serving.engine.uncertainty(loaded, body.pixels, samples, seed, body.return_samples, level)
     inputs = body.pixels if body.return_input else None
     return FastJSONResponse(uncertainty_body(loaded, result, inputs))
-
-
-def conformal_level(loaded: LoadedModel, coverage: float) -> ConformalLevel:
-    """The artifact's calibrated level equal to `coverage`; 422 naming the levels it has."""
-    manifest = loaded.manifest
-    level = None if manifest.conformal is None else manifest.conformal.level(coverage)
-    if level is not None:
-        return level
-    model = f"{manifest.name} version {manifest.version}"
-    if manifest.conformal is None or not manifest.conformal.levels:
-        raise ApiError(
-            422,
-            f"{model} has no calibrated prediction sets (it was trained before they existed); retrain it "
-            "or leave out coverage",
-        )
-    levels = ", ".join(f"{lv.coverage:g}" for lv in manifest.conformal.levels)
-    raise ApiError(422, f"coverage {coverage} is not calibrated for {model}; send one of {levels}")
 
 
 def check_response_size(loaded: LoadedModel, instances: int, samples: int, limit: int) -> None:

@@ -19,11 +19,12 @@ from starlette.responses import JSONResponse, Response
 
 from models.artifact import LoadedModel
 from service.engine.errors import EngineError, NotReady
-from service.http.decoding import LOOP_BODY_BYTES
+from service.http.decoding import LOOP_BODY_BYTES, conformal_level
 from service.http.dependencies import RegistryDep, Serving, ServingDep
 from service.http.errors import ApiError, engine_refusal
 from service.http.schemas import V2_ERROR_RESPONSES
 from service.http.v2_codec import (
+    CONFORMAL_OUTPUTS,
     INPUT,
     PER_CLASS_OUTPUTS,
     PREDICTION_OUTPUTS,
@@ -168,9 +169,14 @@ async def infer(request: Request, serving: Serving, loaded: LoadedModel) -> Resp
         values = prediction_outputs(await serving.engine.predict(loaded, decoded.pixels))
     else:
         seed = secrets.randbelow(2**31) if decoded.seed is None else decoded.seed  # reported: reproducible
-        result = await serving.engine.uncertainty(loaded, decoded.pixels, decoded.mc_samples, seed, False)
-        values = uncertainty_outputs(result.summary)
+        level = None if decoded.coverage is None else conformal_level(loaded, decoded.coverage)
+        result = await serving.engine.uncertainty(
+            loaded, decoded.pixels, decoded.mc_samples, seed, False, level
+        )
+        values = uncertainty_outputs(result)
         parameters = {"mc_samples": result.samples, "seed": result.seed}
+        if level is not None:
+            parameters["coverage"] = level.coverage
     body, headers = encode_infer_response(
         loaded.manifest.name, loaded.manifest.version, decoded, values, parameters
     )
@@ -221,13 +227,16 @@ def metadata(loaded: LoadedModel, versions: list[int]) -> dict[str, Any]:
         "platform": PLATFORM,
         # FP32 in [0, 1]; UINT8 in [0, 255] is accepted too, and [-1, 28, 28] and [-1, 1, 28, 28]
         "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, spec.input_size]}],
-        # the uncertainty outputs come only with the request parameter mc_samples
+        # the uncertainty outputs come only with the request parameter mc_samples, the prediction
+        # set (of a model calibrated for it) only with coverage too
         "outputs": [
             {
                 "name": name,
                 "datatype": output_datatype(name),
                 "shape": [-1, spec.num_classes] if name in PER_CLASS_OUTPUTS else [-1],
             }
-            for name in PREDICTION_OUTPUTS + UNCERTAINTY_OUTPUTS
+            for name in PREDICTION_OUTPUTS
+            + UNCERTAINTY_OUTPUTS
+            + (CONFORMAL_OUTPUTS if loaded.manifest.conformal else ())
         ],
     }
