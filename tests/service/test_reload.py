@@ -111,7 +111,7 @@ def test_reload_needs_the_admin_key(admin_client, repository):
 def test_a_request_in_flight_finishes_on_the_version_it_started_with(admin_client, repository):
     engine = admin_client.app.state.serving.engine
     answers: list = []
-    slow = {"instances": [[0.5] * 784] * 8, "samples": 600_000, "seed": 1}  # about 2 s here
+    slow = {"instances": [[0.5] * 784] * 32, "samples": 1_000_000, "seed": 1}  # several seconds
     worker = threading.Thread(target=lambda: answers.append(admin_client.post("/v1/uncertainty", json=slow)))
     worker.start()
     deadline = time.monotonic() + 10
