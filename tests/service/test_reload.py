@@ -23,7 +23,11 @@ ONE = {"instances": [[0.5] * 784]}
 
 @pytest.fixture
 def admin_client(repository: Path):
-    settings = Settings(model_repository=repository, admin_key=ADMIN_KEY, mc_samples_max=1_000_000)
+    # A generous queue-wait bound: a stall of the test machine must not turn the slow request below
+    # into a 503 before it starts.
+    settings = Settings(
+        model_repository=repository, admin_key=ADMIN_KEY, mc_samples_max=1_000_000, queue_max_wait_ms=30_000
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -115,9 +119,9 @@ def test_a_request_in_flight_finishes_on_the_version_it_started_with(admin_clien
     worker = threading.Thread(target=lambda: answers.append(admin_client.post("/v1/uncertainty", json=slow)))
     worker.start()
     deadline = time.monotonic() + 10
-    while engine.scheduler.jobs == 0 and time.monotonic() < deadline:  # it holds version 1 now
-        time.sleep(0.001)
-    assert worker.is_alive()
+    while engine.scheduler.jobs == 0 and worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.001)  # until it holds version 1
+    assert worker.is_alive(), f"the slow request ended before the reload: {answers[0].text[:300]}"
     publish_tiny(repository, seed=1)
     assert admin_client.post("/v1/models/mnist-mlp/reload", headers=ADMIN).json()["default_version"] == 2
     assert version_of(admin_client.post("/v1/predict", json=ONE)) == 2
