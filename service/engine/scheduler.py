@@ -70,14 +70,15 @@ class Scheduler:
         self.rounds = 0  # rounds run, for tests and metrics
         self._queued: deque[Job] = deque()  # waiting for their first step
         self._running: deque[Job] = deque()  # started, in round-robin order
+        self._stepping = 0  # 1 while a job's step runs (it is then in neither deque)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
     def jobs(self) -> int:
-        """Jobs queued or running."""
-        return len(self._queued) + len(self._running)
+        """Jobs queued or running, the one taking its step included."""
+        return len(self._queued) + len(self._running) + self._stepping
 
     def start(self) -> None:
         self._stopping = False
@@ -152,8 +153,12 @@ class Scheduler:
             if not job.timings.steps:
                 first_steps.append(job.timings)
             stepped += 1
-            if self._step(job, started):
-                self._running.append(job)
+            self._stepping = 1
+            try:
+                if self._step(job, started):
+                    self._running.append(job)
+            finally:
+                self._stepping = 0
             if time.monotonic() > deadline:
                 break
         # Finished jobs' awaiters resume only once the loop runs again, after these are set.
