@@ -5,10 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,15 +16,10 @@ import pytest
 from PIL import Image
 
 from tests.conftest import publish_tiny
+from tests.server import running_server
 
 BODY = json.dumps({"instances": [[0.0] * 784]}).encode()
 JSON = {"content-type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -35,33 +27,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m service` with a tiny model, a small engine queue and a short body timeout."""
     repository = tmp_path_factory.mktemp("artifacts")
     publish_tiny(repository)
-    port = free_port()
-    env = {
-        **os.environ,
-        "DROPSERVE_MODEL_REPOSITORY": str(repository),
-        "DROPSERVE_PORT": str(port),
-        "DROPSERVE_QUEUE_MAX": "8",
-        "DROPSERVE_BODY_TIMEOUT_S": "3",
-        "DROPSERVE_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen([sys.executable, "-m", "service"], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "the server exited during start-up"
-            time.sleep(0.1)
-        else:
-            pytest.fail("the server did not become ready within 60 s")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    log = tmp_path_factory.mktemp("logs") / "server.log"
+    with running_server(repository, log, queue_max="8", body_timeout_s="3", log_level="warning") as running:
+        yield running.url
 
 
 def connect(url: str) -> socket.socket:
