@@ -28,15 +28,16 @@ from models.network import DropoutMLP
 # stays bounded at large T, and a chunk of the paper model (1024 wide) is a few tens of ms.
 CHUNK_ELEMENTS = 1 << 20
 
-# A unit is kept when its 16-bit draw is below round(keep * 2^16): the rate is honoured to within
-# 2^-17, and a draw costs half of a 32-bit one (Philox makes 64 bits at a time).
-_DRAW_BITS = 16
-
 
 class MaskSource:
     """The random source of one MC run: numpy's counter-based Philox keyed by `seed`. A draw is a
     function of (seed, position in the stream) alone: the same seed and the same sequence of draws
-    give the same masks, on any CPU, for every dropout rate."""
+    give the same masks, on any CPU, for every dropout rate.
+
+    A unit is dropped when its draw of b bits is below round(rate * 2^b), with b the fewest of 1, 8
+    and 16 for which rate * 2^b is a whole number: exact for rates such as 1/2 or 1/4 (one bit per
+    unit at the common 0.5, a sixteenth of the random stream), within 2^-17 of any other rate.
+    """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
@@ -45,10 +46,21 @@ class MaskSource:
     def keep(self, shape: tuple[int, ...], rate: float) -> np.ndarray:
         """The next draw: bool of `shape`, True where a unit is kept (with probability 1 - rate)."""
         count = math.prod(shape)
-        blocks = -(-count // 16)  # 16 draws of 16 bits per block
-        draws = _philox_words(self.seed, self._blocks, 4 * blocks).view(np.uint16)[:count]
+        bits = _draw_bits(rate)
+        blocks = -(-count * bits // 256)  # a block is 256 random bits
+        words = _philox_words(self.seed, self._blocks, 4 * blocks)
         self._blocks += blocks
-        return (draws < round((1.0 - rate) * (1 << _DRAW_BITS))).reshape(shape)
+        if bits == 1:  # 1 kept, 0 dropped
+            kept = np.unpackbits(words.view(np.uint8), count=count, bitorder="little").view(bool)
+        else:
+            draws: np.ndarray = words.view(np.uint8 if bits == 8 else np.uint16)[:count]
+            kept = draws >= round(rate * (1 << bits))
+        return kept.reshape(shape)
+
+
+def _draw_bits(rate: float) -> int:
+    """Bits per unit for dropout at `rate`: see MaskSource."""
+    return next((bits for bits in (1, 8) if (rate * (1 << bits)).is_integer()), 16)
 
 
 _GENERATORS = threading.local()
@@ -111,8 +123,9 @@ def mc_dropout_chunks(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSou
         prefix, start, rate = _deterministic_prefix(model, x)  # (B, D)
     chunk = passes_per_chunk(model, len(x))
     for first in range(0, samples, chunk):
-        with torch.inference_mode():
-            yield _passes(model, prefix, start, rate, min(chunk, samples - first), masks)
+        with torch.inference_mode():  # left before the yield: the caller runs in its own mode
+            logits = _passes(model, prefix, start, rate, min(chunk, samples - first), masks)
+        yield logits
 
 
 def passes_per_chunk(model: DropoutMLP, rows: int) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -119,12 +120,22 @@ class Metrics:
             ["model", "version"],
             registry=registry,
         )
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}  # see _child
         self._served: set[tuple[str, str, str]] = set()
         self.model_names: frozenset[str] = frozenset()  # of the models served, for labels
 
+    def _child(self, family: Any, *labels: str) -> Any:
+        """`family.labels(*labels)`, remembered: the label values are bounded (route templates,
+        methods, statuses, models served), and looking a child up costs every request a few us."""
+        key = (family, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
+
     def request_done(self, route: str, method: str, model: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, model, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        self._child(self.requests, route, method, model, str(status)).inc()
+        self._child(self.latency, route, method).observe(seconds)
 
     def round_done(self, jobs: int) -> None:
         self.round_jobs.observe(jobs)
@@ -132,22 +143,23 @@ class Metrics:
     def job_done(self, report: JobReport) -> None:
         name = report.loaded.manifest.name
         self.queue_wait.observe(report.timings.queue_wait_s)
-        self.compute.labels(name, "uncertainty" if report.samples else "predict").observe(
+        self._child(self.compute, name, "uncertainty" if report.samples else "predict").observe(
             report.timings.compute_s
         )
         summary = report.summary
         if summary is None:
             return
         version = str(report.loaded.manifest.version)
-        self.samples.labels(name).observe(report.samples)
-        entropy = self.predictive_entropy.labels(name, version)
+        self._child(self.samples, name).observe(report.samples)
+        entropy = self._child(self.predictive_entropy, name, version)
         for value in summary.predictive_entropy.tolist():
             entropy.observe(value)
-        information = self.mutual_information.labels(name, version)
+        information = self._child(self.mutual_information, name, version)
         for value in summary.mutual_information.tolist():
             information.observe(value)
         flagged = summary.out_of_distribution(report.loaded.manifest.calibration.ood_threshold)
-        self.ood.labels(name, version).inc(int(flagged.sum()))  # 0 too: the series exists from the start
+        # 0 too: the series exists from the start
+        self._child(self.ood, name, version).inc(int(flagged.sum()))
 
     def models_changed(self, loaded: Iterable[LoadedModel]) -> None:
         """Model info for the versions now held: 1 for each, 0 for those no longer held."""

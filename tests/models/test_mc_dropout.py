@@ -90,9 +90,19 @@ def test_no_samples_is_refused():
 
 
 def test_masks_are_one_philox_stream_keyed_by_the_seed():
-    # Two draws in a row are the first words of numpy's own Philox(key=seed) stream, in order.
+    # At rate 0.5 a unit is one bit of numpy's own Philox(key=seed) stream, kept when set; each draw
+    # starts at a fresh block of 256 bits.
     masks = MaskSource(123)
     first, second = masks.keep((3, 10), 0.5), masks.keep((5,), 0.5)
-    words = np.random.Philox(key=123).random_raw(12).view(np.uint16)  # 16 draws per block of 4 words
-    expected = np.concatenate([words[:30], words[32:37]]) < 1 << 15
-    assert np.array_equal(np.concatenate([first.ravel(), second]), expected)
+    words = np.random.Philox(key=123).random_raw(8)
+    bits = np.unpackbits(words.view(np.uint8), bitorder="little").astype(bool)
+    assert np.array_equal(np.concatenate([first.ravel(), second]), np.concatenate([bits[:30], bits[256:261]]))
+
+
+@pytest.mark.parametrize(("rate", "dtype"), [(0.25, np.uint8), (0.2, np.uint16)])
+def test_other_rates_draw_8_bits_when_exact_and_16_otherwise(rate, dtype):
+    # A unit is dropped when its draw is below round(rate * 2^bits).
+    kept = MaskSource(5).keep((40,), rate)
+    draws = np.random.Philox(key=5).random_raw(12).view(dtype)[:40]
+    threshold = round(rate * (np.iinfo(dtype).max + 1))
+    assert np.array_equal(kept, draws >= threshold)
