@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -46,6 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ) as pool:
             app.state.serving = Serving(settings, engine, pool)
             await engine.start()
+            # What is alive now (modules, the app, the models) lives as long as the process: out of
+            # the collector's sight, full collections no longer walk it several times a second under
+            # load (a tenth of the CPU, and stalls of the requests in flight): docs/performance.md.
+            gc.freeze()
             if not engine.registry.ready:
                 log.warning("%s; /readyz answers 503 until then", health.how_to_load_a_model(settings))
             yield
