@@ -198,6 +198,7 @@ def results_markdown(results: Path, relative: str) -> list[str]:
     http: list[Row] = json.loads((results / "http.json").read_text())
     overloaded: Row = json.loads((results / "overload.json").read_text())
     sampler_rows: list[Row] = json.loads((results / "sampler.json").read_text())
+    statistics_rows: list[Row] = json.loads((results / "statistics.json").read_text())
     summary: Row = json.loads((results / "summary.json").read_text())
     _plots(results, http, sampler_rows)
     environment, goals, checks = summary["environment"], summary["goals"], summary["checks"]
@@ -264,6 +265,19 @@ def results_markdown(results: Path, relative: str) -> list[str]:
         ),
         "",
         f"![MC sampler]({relative}/sampler.png)",
+        "",
+        "#### Statistics of the passes in process (C = 10 classes, median us per call)",
+        "",
+        "The compiled kernel (`models/_kernels.c`, what the service and training call) against the same "
+        "statistics in vectorized numpy (`bench/statistics_kernel.py`).",
+        "",
+        "| B | T | compiled | numpy | numpy/compiled |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {r['batch']} | {r['samples']} | {r['seconds']['compiled'] * 1e6:.1f} | "
+            f"{r['seconds']['numpy'] * 1e6:.1f} | {r['speedup_vs_numpy']:.1f}x |"
+            for r in statistics_rows
+        ),
     ]
 
 

@@ -3,7 +3,7 @@
 HTTP load with wrk on 127.0.0.1 against the old engine (a worktree of commit REF) and the new one
 (this working tree), side by side, then the HTTP floor of the stack and LitServe, each alone; in
 interleaved rounds, so that slow drifts of a shared machine fall on all of them. Then the overload
-run and the in-process sampler. Writes bench/results/*.json and the results section of
+run, the in-process sampler and the statistics kernel. Writes bench/results/*.json and the results section of
 docs/performance.md, and checks the goals. --smoke: a few seconds per point on the new engine, the
 floor and LitServe only, checking that each answers correctly. Exits 1 when a goal or a check
 fails."""
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench import baseline, report, sampler
+from bench import baseline, report, sampler, statistics_kernel
 from bench.overload import overload
 from bench.servers import Server, serving
 from bench.wrk import Load, merge_rounds, wrk
@@ -215,7 +215,7 @@ def main() -> int:
             return Server(name, port, [python, "-m", "service"], tree, env, "/readyz", engine_loads)
 
         # Two processes each: the old engine's server and inference process, the new one's two
-        # uvicorn workers (its way past one core).
+        # workers (its way past one core).
         new = engine("new", ROOT, PORT, {"DROPSERVE_WORKERS": str(args.workers)})
         engines: tuple[Server, ...] = (new,)
         if not args.smoke:
@@ -236,6 +236,9 @@ def main() -> int:
         http = measure(turns, seconds, rounds, reference, work)
         overloaded = overload(new, predict, 3.0 if args.smoke else 10.0, work / "new.log")
         sampler_rows = sampler.run((10, 100) if args.smoke else (10, 100, 1000), 0.05 if args.smoke else 1.0)
+        statistics_rows = statistics_kernel.run(
+            (10, 100) if args.smoke else (10, 100, 1000), 0.05 if args.smoke else 0.5
+        )
 
     environment = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -259,6 +262,7 @@ def main() -> int:
         "http": http,
         "overload": overloaded,
         "sampler": sampler_rows,
+        "statistics": statistics_rows,
         "summary": {"environment": environment, "goals": goals, "checks": checks},
     }.items():
         (args.results / f"{name}{suffix}.json").write_text(json.dumps(data, indent=2) + "\n")

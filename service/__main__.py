@@ -11,12 +11,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
 
 from service.logs import configure_logging
 from service.settings import Settings
+from service.workers import serve_workers
 
 
 def main() -> int:
@@ -32,9 +34,12 @@ def main() -> int:
         "serving models from %s with %d worker(s)", settings.model_repository, settings.workers
     )
     signal.signal(signal.SIGTERM, stopped_by_signal)
+    config = uvicorn_config(settings)
+    if settings.workers == 1:
+        uvicorn.run(**config)
+        return 0
     with metrics_folder(settings.workers):
-        serve(settings)
-    return 0
+        return serve_workers(settings.workers, config, grace_s=config["timeout_graceful_shutdown"])
 
 
 def stopped_by_signal(signum: int, frame: FrameType | None) -> None:
@@ -45,21 +50,21 @@ def stopped_by_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def serve(settings: Settings) -> None:
-    uvicorn.run(
-        "service.http.app:app_from_environment",
-        factory=True,  # each worker process builds its own app and engine
-        workers=settings.workers,
+def uvicorn_config(settings: Settings) -> dict[str, Any]:
+    """uvicorn.Config's keyword arguments, for one server process or each worker."""
+    return {
+        "app": "service.http.app:app_from_environment",
+        "factory": True,  # each worker process builds its own app and engine
         # asyncio's loop, not uvloop: libuv accepts one connection per loop iteration, so under a
         # flood new connections waited seconds to be accepted; asyncio's accepts all pending.
-        loop="asyncio",
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        log_level=settings.log_level,
-        access_log=False,  # the app logs each request itself, with its id (service/http/request_context)
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
-    )
+        "loop": "asyncio",
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "log_level": settings.log_level,
+        "access_log": False,  # the app logs each request itself, with its id (service/http/request_context)
+        "timeout_graceful_shutdown": int(settings.request_timeout_s) + 1,
+    }
 
 
 @contextmanager

@@ -58,8 +58,8 @@ class Settings(BaseSettings):
     decode_threads: int = Field(2, ge=1, le=64)
     """Threads that decode large bodies and images off the event loop."""
     workers: int = Field(1, ge=1, le=64)
-    """Server processes (uvicorn workers), each with its own engine and copy of the models: the
-    way to use more than one core."""
+    """Server processes, each with its own engine, copy of the models and listening socket (the
+    kernel spreads connections over them): the way to use more than one core."""
     torch_threads: int = Field(1, ge=1, le=256)
     """Intra-op threads for torch per process; small MLP requests run fastest on one."""
     device: str = "cpu"

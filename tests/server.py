@@ -65,3 +65,21 @@ def running_server(repository: Path, log: Path, ready: str = "/readyz", **settin
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def worker_pids(parent: int) -> set[int]:
+    """The worker processes of `python -m service` (service/workers.py): the children of `parent`
+    started by multiprocessing's spawn (its resource tracker is a child too, and is not a worker)."""
+    workers = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"spawn_main" in command:
+            workers.add(int(entry.name))
+    return workers

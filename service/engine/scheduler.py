@@ -16,8 +16,8 @@ What each job cost (its wait for a first step, its own compute, the size of its 
 filled into its JobTimings, and `on_round` hears each round's size: for metrics and logs, never
 part of an answer.
 
-Scaling past one core is left to more worker processes (`DROPSERVE_WORKERS`, uvicorn's own) or
-replicas, each with its engine.
+Scaling past one core is left to more worker processes (`DROPSERVE_WORKERS`, service/workers.py)
+or replicas, each with its engine.
 """
 
 from __future__ import annotations

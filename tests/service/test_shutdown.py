@@ -1,6 +1,6 @@
 """Faults a real server survives: SIGTERM under keep-alive load (every admitted request answered,
 exit 0 within the grace period), and `kill -9` of one of two workers (the other keeps serving,
-uvicorn's supervisor starts a replacement).
+the supervisor, service/workers.py, starts a replacement).
 
 What a client sees is counted per request, by the X-Request-ID it sent:
 - answered: a complete response (any status);
@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import running_server
+from tests.server import running_server, worker_pids
 
 THREADS = 16
 # Bytes that reach the server in the event-loop turn in which uvicorn begins its shutdown are not
@@ -162,24 +162,6 @@ def test_sigterm_under_load_answers_every_admitted_request_and_exits_0(repositor
     # (docs/robustness.md says why uvicorn's public options cannot avoid it).
     assert not [o for o in racing if o.outcome == "unanswered" and o.request_id in taken]
     assert "Traceback" not in log_text
-
-
-def worker_pids(parent: int) -> set[int]:
-    """uvicorn's worker processes: the children of `parent` started by multiprocessing's spawn
-    (its resource tracker is a child too, and is not a worker)."""
-    workers = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"spawn_main" in command:
-            workers.add(int(entry.name))
-    return workers
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")

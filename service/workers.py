@@ -1,0 +1,119 @@
+"""Several worker processes, each listening on the port with a socket of its own (SO_REUSEPORT).
+
+Why not uvicorn's `--workers`: it shares one listening socket between its workers, and asyncio's
+accept loop takes every pending connection at once, so a burst of new connections (a load
+balancer's pool, a benchmark's 64) tends to land on one worker while the others idle; which one
+varies from burst to burst. With a socket per worker the kernel spreads connections over the
+workers by their addresses (docs/performance.md). Each worker is uvicorn's own `Server`, and binds
+its socket when it starts but listens only once its app has loaded the models, so no connection
+waits on a worker that is still starting.
+
+The supervisor (this process) starts the workers, replaces one that dies, and on SIGTERM or SIGINT
+asks each to stop (uvicorn's graceful shutdown: every admitted request is answered) and waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger(__name__)
+
+STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up fails
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) with SO_REUSEPORT, not yet listening: asyncio listens
+    when uvicorn starts serving on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY on accepted connections only when the
+    # socket says it is TCP (without it, Nagle held every keep-alive answer for ~40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_workers(workers: int, config: dict[str, Any], grace_s: float) -> int:
+    """Run `workers` uvicorn servers of `config` (uvicorn.Config's keyword arguments) until
+    SIGTERM or SIGINT; returns the exit status."""
+    host, port = config["host"], config["port"]
+    try:  # fail at once, in the supervisor, when the port is taken by anything else
+        listening_socket(host, port).close()
+    except OSError as e:
+        log.error("cannot listen on %s:%d: %s", host, port, e)
+        return 1
+    context = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+
+    def start() -> BaseProcess:
+        process = context.Process(target=run_worker, args=(config,), name="dropserve-worker")
+        process.start()
+        log.info("Started worker process [%d]", process.pid)
+        return process
+
+    running = [start() for _ in range(workers)]
+    status = 0
+    while not stopping.is_set():
+        wait([p.sentinel for p in running], timeout=0.5)
+        for process in [p for p in running if not p.is_alive()]:
+            running.remove(process)
+            if stopping.is_set():
+                break
+            if process.exitcode == STARTUP_FAILURE:
+                log.error("worker process [%d] failed to start; stopping", process.pid)
+                stopping.set()
+                status = STARTUP_FAILURE
+                break
+            # The same words as uvicorn's supervisor, so that logs read the same either way.
+            log.warning(
+                "Child process [%d] died (status %s); starting another", process.pid, process.exitcode
+            )
+            running.append(start())
+    for process in running:
+        if process.pid is not None and process.exitcode is None:
+            os.kill(process.pid, signal.SIGTERM)
+    for process in running:
+        process.join(grace_s + 5)
+        if process.exitcode is None:
+            log.error("worker process [%d] did not stop within its grace period; killing it", process.pid)
+            process.kill()
+            process.join()
+    return status
+
+
+def run_worker(config: dict[str, Any]) -> None:
+    """A worker process: one uvicorn server on a socket of its own. SIGTERM ends it with status 0
+    once uvicorn's graceful shutdown is done (uvicorn raises the signal again for the handler it
+    found: this one)."""
+    signal.signal(signal.SIGTERM, _exit_0)
+    # Ctrl-C reaches the whole process group; the supervisor then asks each worker with SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = listening_socket(config["host"], config["port"])
+    uvicorn.Server(uvicorn.Config(**config)).run(sockets=[sock])
+
+
+def _exit_0(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
