@@ -32,15 +32,16 @@ log = logging.getLogger(__name__)
 STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up fails
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port) with SO_REUSEPORT, not yet listening: asyncio listens
-    when uvicorn starts serving on it."""
+def listening_socket(host: str, port: int, shared: bool = True) -> socket.socket:
+    """A TCP socket bound to (host, port), with SO_REUSEPORT when `shared`, not yet listening:
+    asyncio listens when uvicorn starts serving on it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY on accepted connections only when the
     # socket says it is TCP (without it, Nagle held every keep-alive answer for ~40 ms).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError:
@@ -54,8 +55,11 @@ def serve_workers(workers: int, config: dict[str, Any], grace_s: float) -> int:
     """Run `workers` uvicorn servers of `config` (uvicorn.Config's keyword arguments) until
     SIGTERM or SIGINT; returns the exit status."""
     host, port = config["host"], config["port"]
-    try:  # fail at once, in the supervisor, when the port is taken by anything else
-        listening_socket(host, port).close()
+    # Fail at once, in the supervisor, when anything listens on the port: bound without
+    # SO_REUSEPORT, the probe is refused even by another server's SO_REUSEPORT sockets, which
+    # would otherwise take our workers in and share their connections.
+    try:
+        listening_socket(host, port, shared=False).close()
     except OSError as e:
         log.error("cannot listen on %s:%d: %s", host, port, e)
         return 1

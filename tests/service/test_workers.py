@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -117,3 +119,18 @@ def test_metrics_add_up_over_workers(repository: Path, tmp_path: Path):
         assert scrape["dropserve_model_info"] == {info: 1.0}  # livemax: one series, not one per worker
         assert scrape["dropserve_requests_in_flight"][()] == 1  # the scrape, summed over live workers
     assert not Path(folder[1]).exists(), "python -m service removes its metrics folder at exit"
+
+
+def test_a_second_server_on_a_taken_port_says_so_and_exits(repository: Path, tmp_path: Path):
+    # The workers' sockets share the port with each other (SO_REUSEPORT); a second server started
+    # on it by mistake must not join them and take half their connections.
+    with running_server(repository, tmp_path / "server.log", workers="2") as server:
+        port = server.url.rsplit(":", 1)[1]
+        env = {key: value for key, value in os.environ.items() if not key.startswith("DROPSERVE_")}
+        env.update(DROPSERVE_MODEL_REPOSITORY=str(repository), DROPSERVE_PORT=port, DROPSERVE_WORKERS="2")
+        second = subprocess.run(
+            [sys.executable, "-m", "service"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "in use" in second.stderr
