@@ -90,7 +90,7 @@ def raw(subtype: str) -> dict[str, str]:
 
 
 def process_tree(root: int) -> list[int]:
-    """`root` and its descendants (uvicorn's workers), from /proc."""
+    """`root` and its descendants (its worker processes), from /proc."""
     children: dict[int, list[int]] = defaultdict(list)
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
