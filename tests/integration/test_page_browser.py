@@ -13,9 +13,6 @@ import math
 import os
 import random
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, Response, ViewportSize, expect, sync_playwright
 
-from tests.integration.conftest import free_port
+from tests.server import running_server
 from training.datasets import load_dataset
 
 pytestmark = pytest.mark.integration
@@ -47,33 +44,11 @@ def chromium_executable() -> str:
 
 
 @pytest.fixture(scope="module")
-def page_server(trained_repository: Path) -> Iterator[str]:
+def page_server(trained_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m service` on a free port, with an API key, so the page must send it."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DROPSERVE_MODEL_REPOSITORY": str(trained_repository),
-        "DROPSERVE_PORT": str(port),
-        "DROPSERVE_API_KEY": API_KEY,
-    }
-    process = subprocess.Popen([sys.executable, "-m", "service"], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "the server exited during start-up"
-            time.sleep(0.2)
-        else:
-            pytest.fail("the server did not become ready within 60 s")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    log = tmp_path_factory.mktemp("page-server") / "server.log"
+    with running_server(trained_repository, log, api_key=API_KEY) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
