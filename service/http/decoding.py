@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,15 +59,9 @@ async def read_inference_request(request: Request, settings: Settings, pool: Exe
     """Read the body (408 past `body_timeout_s`), then decode it on the loop or in `pool`."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     options: dict[str, Any] = dict(request.query_params)
-    try:
-        async with asyncio.timeout(settings.body_timeout_s):
-            body = await request.body()
-            images = await _multipart_images(request, settings) if media_type == "multipart/form-data" else []
-    except TimeoutError:
-        message = f"the request body did not arrive within {settings.body_timeout_s:g} s"
-        raise ApiError(408, message, headers={"Connection": "close"}) from None
-    except ClientDisconnect:  # nobody is left to answer; not a server error
-        raise ApiError(400, "the client closed the connection before the body was complete") from None
+    async with reading_body(settings):
+        body = await request.body()
+        images = await _multipart_images(request, settings) if media_type == "multipart/form-data" else []
 
     def decode(budget: int | None) -> InferenceRequest:
         return _decode(media_type, body, images, options, settings, budget)
@@ -77,6 +72,20 @@ async def read_inference_request(request: Request, settings: Settings, pool: Exe
         except TooBigForTheLoop:
             pass
     return await asyncio.get_running_loop().run_in_executor(pool, decode, None)
+
+
+@asynccontextmanager
+async def reading_body(settings: Settings) -> AsyncIterator[None]:
+    """Bound the body's arrival by `body_timeout_s` (408) and answer a client that left mid-body
+    with 400: nobody is left to read it, and it is not a server error."""
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            yield
+    except TimeoutError:
+        message = f"the request body did not arrive within {settings.body_timeout_s:g} s"
+        raise ApiError(408, message, headers={"Connection": "close"}) from None
+    except ClientDisconnect:
+        raise ApiError(400, "the client closed the connection before the body was complete") from None
 
 
 def _decode(

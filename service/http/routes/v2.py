@@ -14,12 +14,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from models.artifact import LoadedModel
 from service.engine.errors import EngineError, NotReady
-from service.http.decoding import LOOP_BODY_BYTES, conformal_level
+from service.http.decoding import LOOP_BODY_BYTES, conformal_level, reading_body
 from service.http.dependencies import RegistryDep, Serving, ServingDep
 from service.http.errors import ApiError, engine_refusal
 from service.http.schemas import V2_ERROR_RESPONSES
@@ -202,14 +201,8 @@ async def read_infer_request(request: Request, serving: Serving, loaded: LoadedM
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:
-    try:
-        async with asyncio.timeout(settings.body_timeout_s):
-            return await request.body()
-    except TimeoutError:
-        message = f"the request body did not arrive within {settings.body_timeout_s:g} s"
-        raise ApiError(408, message, headers={"Connection": "close"}) from None
-    except ClientDisconnect:  # nobody is left to answer; not a server error
-        raise ApiError(400, "the client closed the connection before the body was complete") from None
+    async with reading_body(settings):
+        return await request.body()
 
 
 def parse_version(name: str, version: str) -> int:
