@@ -65,9 +65,19 @@ def serve_workers(workers: int, config: dict[str, Any], grace_s: float) -> int:
         return 1
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
+    running: list[BaseProcess] = []
+    signalled: set[int] = set()
+
+    def terminate_all() -> None:
+        for process in running:
+            if process.pid is not None and process.pid not in signalled and process.exitcode is None:
+                os.kill(process.pid, signal.SIGTERM)
+                signalled.add(process.pid)
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        # Passed on at once, in the handler: until a worker hears it, it keeps taking requests.
         stopping.set()
+        terminate_all()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
@@ -78,7 +88,7 @@ def serve_workers(workers: int, config: dict[str, Any], grace_s: float) -> int:
         log.info("Started worker process [%d]", process.pid)
         return process
 
-    running = [start() for _ in range(workers)]
+    running.extend(start() for _ in range(workers))
     status = 0
     while not stopping.is_set():
         wait([p.sentinel for p in running], timeout=0.5)
@@ -96,9 +106,7 @@ def serve_workers(workers: int, config: dict[str, Any], grace_s: float) -> int:
                 "Child process [%d] died (status %s); starting another", process.pid, process.exitcode
             )
             running.append(start())
-    for process in running:
-        if process.pid is not None and process.exitcode is None:
-            os.kill(process.pid, signal.SIGTERM)
+    terminate_all()  # those started since the signal, or all after a failed start-up
     for process in running:
         process.join(grace_s + 5)
         if process.exitcode is None:
