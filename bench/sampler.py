@@ -14,12 +14,12 @@ overhead, not arithmetic, dominates it."""
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from bench.timing import median_seconds
 from models.mc_dropout import MaskSource, dropout, mc_dropout_logits
 from models.network import DropoutMLP
 from models.spec import MLPSpec
@@ -61,14 +61,7 @@ def time_call(model: DropoutMLP, x: Tensor, samples: int, sampler: Sampler, budg
         logits = sampler(model, x, samples, MaskSource(0))  # warm-up
         if logits.shape != (samples, x.shape[0], model.spec.num_classes):
             raise RuntimeError(f"a sampler returned logits of shape {tuple(logits.shape)}")
-        times: list[float] = []
-        deadline = time.perf_counter() + budget_s
-        while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
-            masks = MaskSource(len(times))
-            start = time.perf_counter()
-            sampler(model, x, samples, masks)
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        return median_seconds(lambda n: sampler(model, x, samples, MaskSource(n)), budget_s, 3, 200)
 
 
 def run(samples_list: tuple[int, ...], budget_s: float) -> list[dict[str, object]]:

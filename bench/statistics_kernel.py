@@ -7,11 +7,11 @@ to agree to 1e-9."""
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable
 
 import numpy as np
 
+from bench.timing import median_seconds
 from models.uncertainty import UncertaintySummary, entropy, summarize_logits
 
 CLASSES = 10
@@ -58,13 +58,7 @@ def _agree(a: UncertaintySummary, b: UncertaintySummary) -> None:
 def time_call(method: Summarize, logits: np.ndarray, budget_s: float) -> float:
     """Median seconds of one call, repeating within about `budget_s`."""
     method(logits)  # warm-up
-    times: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while len(times) < 5 or (time.perf_counter() < deadline and len(times) < 2000):
-        start = time.perf_counter()
-        method(logits)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return median_seconds(lambda n: method(logits), budget_s, 5, 2000)
 
 
 def run(samples_list: tuple[int, ...], budget_s: float) -> list[dict[str, object]]:
