@@ -164,16 +164,17 @@ def _numbers(value: list[Any], booleans: bool) -> np.ndarray | None:
         return None
     if array.dtype.kind not in "iuf":
         return None
-    if booleans and any(isinstance(x, bool) for x in _leaves(value)):
+    if booleans and any(isinstance(x, bool) for x in json_leaves(value)):
         return None  # True beside numbers became 1.0
     with np.errstate(over="ignore"):  # past float32's range becomes inf, refused as not finite
         return array.astype(np.float32)
 
 
-def _leaves(value: list[Any]) -> Iterator[Any]:
+def json_leaves(value: list[Any]) -> Iterator[Any]:
+    """The non-list values of a nested JSON list, in order."""
     for item in value:
         if isinstance(item, list):
-            yield from _leaves(item)
+            yield from json_leaves(item)
         else:
             yield item
 

@@ -18,7 +18,6 @@ of the input's conformal set. Every refusal is an ApiError: 400, or 413 past the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ import orjson
 
 from models.spec import MLPSpec
 from service.engine.compute import UncertaintyResult
+from service.http.decoding import json_leaves
 from service.http.errors import ApiError
 from service.settings import Settings
 
@@ -323,7 +323,7 @@ def _json_values(data: Any, datatype: str, booleans: bool) -> np.ndarray:
         array = np.asarray(data)
     except (ValueError, TypeError, OverflowError):
         array = None
-    if array is None or array.dtype.kind not in "iuf" or (booleans and any(map(_is_bool, _leaves(data)))):
+    if array is None or array.dtype.kind not in "iuf" or (booleans and any(map(_is_bool, json_leaves(data)))):
         raise ApiError(400, f"input {INPUT!r}: data must be a rectangular list of numbers (no booleans)")
     if datatype == "FP32":
         return array.reshape(-1)  # range-checked as float64, so 1e300 is out of range, not "inf"
@@ -331,14 +331,6 @@ def _json_values(data: Any, datatype: str, booleans: bool) -> np.ndarray:
     if array.dtype.kind == "f" and not np.array_equal(array, np.floor(array)):
         raise ApiError(400, "UINT8 values must be integers in [0, 255]; send [0, 1] values as FP32")
     return array.reshape(-1).astype(np.uint8)
-
-
-def _leaves(value: list[Any]) -> Iterator[Any]:
-    for item in value:
-        if isinstance(item, list):
-            yield from _leaves(item)
-        else:
-            yield item
 
 
 def _is_bool(value: Any) -> bool:
