@@ -47,7 +47,6 @@ def listening_socket(host: str, port: int, shared: bool = True) -> socket.socket
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 
