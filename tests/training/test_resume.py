@@ -133,8 +133,8 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path: Path):
     recipe = Recipe("r", MLPSpec(hidden_sizes=(8,)), epochs=1, batch_size=32)
     x, y = torch.rand(96, 784), torch.randint(0, 10, (96,))
     model = DropoutMLP(recipe.spec)
-    train(model, recipe, x[:64], y[:64], x[64:], y[64:], seed=1, progress=False, checkpoints=tmp_path)
-    with pytest.raises(CheckpointError, match="another run"):
+
+    def run(seed: int, resume: bool) -> None:
         train(
             model,
             recipe,
@@ -142,25 +142,18 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path: Path):
             y[:64],
             x[64:],
             y[64:],
-            seed=2,
+            seed=seed,
             progress=False,
             checkpoints=tmp_path,
-            resume=True,
+            resume=resume,
         )
+
+    run(seed=1, resume=False)
+    with pytest.raises(CheckpointError, match="another run"):
+        run(seed=2, resume=True)
     (tmp_path / f"{PREFIX}1" / "state.json").write_text("{")
     with pytest.raises(CheckpointError, match="unreadable"):
-        train(
-            model,
-            recipe,
-            x[:64],
-            y[:64],
-            x[64:],
-            y[64:],
-            seed=1,
-            progress=False,
-            checkpoints=tmp_path,
-            resume=True,
-        )
+        run(seed=1, resume=True)
 
 
 def weights_digest(version: Path) -> str:
