@@ -83,8 +83,9 @@ fuzz: setup
 # counts every status and samples the server's resident memory; fails on any 5xx or lost request.
 SOAK_SECONDS ?= 180
 SOAK_OUT ?= bench/results/soak.json
+SOAK_WORKERS ?= 1
 soak: setup
-	$(BIN)/python -m bench.soak --duration $(SOAK_SECONDS) --out $(SOAK_OUT)
+	$(BIN)/python -m bench.soak --duration $(SOAK_SECONDS) --workers $(SOAK_WORKERS) --out $(SOAK_OUT)
 
 lint: setup
 	$(BIN)/ruff check .
