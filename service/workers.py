@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -128,3 +129,23 @@ def run_worker(config: dict[str, Any]) -> None:
 
 def _exit_0(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def on_stop_signal(callback: Callable[[], None]) -> None:
+    """Call `callback` the moment SIGTERM or SIGINT comes, before the handler already installed
+    (uvicorn's, which then starts its graceful shutdown). Handlers live in the main thread only: in
+    another (an app served in-process by the tests) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        installed = signal.getsignal(signum)
+        if callable(installed):
+            signal.signal(signum, _chained(callback, installed))
+
+
+def _chained(first: Callable[[], None], then: Callable[[int, FrameType | None], Any]) -> Callable[..., None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        first()
+        then(signum, frame)
+
+    return handler

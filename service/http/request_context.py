@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 import uuid
 from contextvars import ContextVar
@@ -106,10 +107,19 @@ class RequestContext:
     """ASGI middleware: the request id, the in-flight gauge, request metrics, the access log."""
 
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, access_log: bool = True, log_format: str = "text"
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        access_log: bool = True,
+        log_format: str = "text",
+        stopping: threading.Event | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
+        # Once set (the server was asked to stop), every answer says `Connection: close`: its client
+        # opens a new connection for its next request rather than write it onto one the server is
+        # about to close.
+        self.stopping = stopping or threading.Event()
         self.access_log = access_log
         self.fields_in_text = log_format != "json"  # JSON lines carry them as keys instead
 
@@ -127,7 +137,10 @@ class RequestContext:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
-                MutableHeaders(scope=message)[HEADER] = record.request_id
+                headers = MutableHeaders(scope=message)
+                headers[HEADER] = record.request_id
+                if self.stopping.is_set():
+                    headers["connection"] = "close"
             await send(message)
 
         self.metrics.in_flight.inc()

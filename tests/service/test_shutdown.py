@@ -119,10 +119,17 @@ def admitted(log_text: str) -> dict[str, int]:
     return {m[2]: int(m[1]) for m in re.finditer(r"POST \S+ (\d{3}) .*?request_id=(\S+)", log_text)}
 
 
-def test_sigterm_under_load_answers_every_admitted_request_and_exits_0(repository: Path, tmp_path: Path):
+@pytest.mark.parametrize("workers", ["1", "2"])  # one process; or the supervisor and its workers
+def test_sigterm_under_load_answers_every_admitted_request_and_exits_0(
+    repository: Path, tmp_path: Path, workers: str
+):
     grace_s = 5  # DROPSERVE_REQUEST_TIMEOUT_S + 1: uvicorn's timeout_graceful_shutdown
     with running_server(
-        repository, tmp_path / "server.log", request_timeout_s=str(grace_s - 1), mc_samples_max="100000"
+        repository,
+        tmp_path / "server.log",
+        request_timeout_s=str(grace_s - 1),
+        mc_samples_max="100000",
+        workers=workers,
     ) as server:
         process = server.process
         assert process is not None

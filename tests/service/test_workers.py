@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.artifact import read_manifest
+from service.workers import on_stop_signal
 from tests.server import running_server, worker_pids
 
 REQUESTS = 40
@@ -134,3 +135,18 @@ def test_a_second_server_on_a_taken_port_says_so_and_exits(repository: Path, tmp
         assert httpx.get(f"{server.url}/healthz").status_code == 200
     assert second.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "in use" in second.stderr
+
+
+def test_a_stop_signal_is_heard_first_then_passed_to_the_installed_handler():
+    heard: list[str] = []
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        signal.signal(signal.SIGTERM, lambda signum, frame: heard.append("installed"))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # not callable: left as it is
+        on_stop_signal(lambda: heard.append("callback"))
+        signal.raise_signal(signal.SIGTERM)
+        assert heard == ["callback", "installed"]
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
