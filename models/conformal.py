@@ -72,14 +72,6 @@ def conformal_quantile(scores: np.ndarray, coverage: float) -> float | None:
     return float(np.sort(scores)[k - 1])
 
 
-def label_scores(
-    probabilities: np.ndarray, labels: np.ndarray, penalty: float, penalty_from_rank: int
-) -> np.ndarray:
-    """(N,) the score of each input's true label."""
-    scores = conformity_scores(probabilities, penalty, penalty_from_rank)
-    return scores[np.arange(len(labels)), labels]
-
-
 def calibrate_level(
     probabilities: np.ndarray,
     labels: np.ndarray,
@@ -88,7 +80,9 @@ def calibrate_level(
     penalty_from_rank: int = 1,
 ) -> ConformalLevel:
     """One level's quantile from calibration probabilities (N, C) and their true labels (N,)."""
-    quantile = conformal_quantile(label_scores(probabilities, labels, penalty, penalty_from_rank), coverage)
+    scores = conformity_scores(probabilities, penalty, penalty_from_rank)  # (N, C)
+    quantile = conformal_quantile(scores[np.arange(len(labels)), labels], coverage)  # the true labels'
+
     return ConformalLevel(coverage, quantile, penalty, penalty_from_rank)
 
 

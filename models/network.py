@@ -16,13 +16,6 @@ from models.spec import MLPSpec, Normalization
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": torch.relu, "gelu": F.gelu, "tanh": torch.tanh}
 
 
-def normalize(x: Tensor, normalization: Normalization) -> Tensor:
-    """(B, *input_shape) or (B, D) pixels in [0, 1] -> (B, D) normalized."""
-    if x.dim() != 2:
-        x = x.reshape(x.shape[0], -1)
-    return (x - normalization.mean) / normalization.std
-
-
 class DropoutMLP(nn.Module):
     """x in [0, 1] -> normalize -> [dropout -> Linear -> act] per hidden layer -> dropout -> Linear.
 
@@ -41,7 +34,9 @@ class DropoutMLP(nn.Module):
 
     def normalize(self, x: Tensor) -> Tensor:
         """(B, *input_shape) or (B, D) pixels in [0, 1] -> (B, D) normalized."""
-        return normalize(x, self.normalization)
+        if x.dim() != 2:
+            x = x.reshape(x.shape[0], -1)
+        return (x - self.normalization.mean) / self.normalization.std
 
     def hidden_layer(self, index: int, h: Tensor) -> Tensor:
         """One hidden Linear + activation, no dropout: (..., D_in) -> (..., D_out)."""

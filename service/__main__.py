@@ -10,7 +10,6 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -18,7 +17,7 @@ from pydantic import ValidationError
 
 from service.logs import configure_logging
 from service.settings import Settings
-from service.workers import serve_workers
+from service.workers import exit_0, serve_workers
 
 
 def main() -> int:
@@ -33,21 +32,13 @@ def main() -> int:
     logging.getLogger(__name__).info(
         "serving models from %s with %d worker(s)", settings.model_repository, settings.workers
     )
-    signal.signal(signal.SIGTERM, stopped_by_signal)
+    signal.signal(signal.SIGTERM, exit_0)
     config = uvicorn_config(settings)
     if settings.workers == 1:
         uvicorn.run(**config)
         return 0
     with metrics_folder(settings.workers):
         return serve_workers(settings.workers, config, grace_s=config["timeout_graceful_shutdown"])
-
-
-def stopped_by_signal(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM is how a container is asked to stop: exit 0 once the drain is done. uvicorn serves
-    with its own handler and, after its graceful shutdown, raises the signal again for the handler
-    it found, this one (with the default one the process would die of it, status -15); before
-    uvicorn takes over (start-up), it stops the process at once."""
-    raise SystemExit(0)
 
 
 def uvicorn_config(settings: Settings) -> dict[str, Any]:
@@ -69,12 +60,9 @@ def uvicorn_config(settings: Settings) -> dict[str, Any]:
 
 @contextmanager
 def metrics_folder(workers: int) -> Iterator[None]:
-    """With several workers, a fresh folder where each writes its Prometheus values, so that
+    """A fresh folder where each of several workers writes its Prometheus values, so that
     /metrics, whichever worker answers, adds up all of theirs (prometheus_client's multiprocess
     mode, service/http/metrics.py). Fresh each start: old values must not count again."""
-    if workers == 1:
-        yield
-        return
     folder = tempfile.mkdtemp(prefix="dropserve-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # read by the workers, which inherit it
     logging.getLogger(__name__).info("/metrics adds up the %d workers' values kept in %s", workers, folder)

@@ -120,14 +120,18 @@ def run_worker(config: dict[str, Any]) -> None:
     """A worker process: one uvicorn server on a socket of its own. SIGTERM ends it with status 0
     once uvicorn's graceful shutdown is done (uvicorn raises the signal again for the handler it
     found: this one)."""
-    signal.signal(signal.SIGTERM, _exit_0)
+    signal.signal(signal.SIGTERM, exit_0)
     # Ctrl-C reaches the whole process group; the supervisor then asks each worker with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = listening_socket(config["host"], config["port"])
     uvicorn.Server(uvicorn.Config(**config)).run(sockets=[sock])
 
 
-def _exit_0(signum: int, frame: FrameType | None) -> None:
+def exit_0(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM is how a container is asked to stop: exit 0 once the drain is done. uvicorn serves
+    with its own handler and, after its graceful shutdown, raises the signal again for the handler
+    it found, this one (with the default one the process would die of it, status -15); before
+    uvicorn takes over (start-up), it stops the process at once."""
     raise SystemExit(0)
 
 

@@ -20,11 +20,7 @@ class UnknownModel(EngineError):
 
 
 class Overloaded(EngineError):
-    """The queue is full, or a request waited past the bound: retry after `retry_after_s`."""
-
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+    """The queue is full, or a request waited past the bound: retry shortly."""
 
 
 class TimedOut(Overloaded):

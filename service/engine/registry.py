@@ -101,9 +101,6 @@ class ModelRegistry:
     def ready(self) -> bool:
         return bool(self.models)
 
-    def default_version(self, name: str) -> int:
-        return max(self._versions(name))
-
     def get(self, name: str, version: int | None = None) -> LoadedModel:
         versions = self._versions(name)
         chosen = max(versions) if version is None else version

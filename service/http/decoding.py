@@ -29,12 +29,12 @@ from starlette.requests import ClientDisconnect
 
 from models.artifact import LoadedModel
 from models.spec import ConformalLevel
-from service.http.errors import ApiError
+from service.http.errors import ApiError, quote
 from service.http.images import ACCEPTED_MEDIA_TYPES, TooBigForTheLoop, decode_image
 from service.settings import Settings
 
 PIXELS = 784
-_MAX_SEED = 2**63 - 1
+MAX_SEED = 2**63 - 1
 LOOP_BODY_BYTES = 64 * 1024
 """Bodies up to this size are decoded on the event loop (JSON of a few instances, a small PNG)..."""
 LOOP_IMAGE_PIXELS = 256 * 256
@@ -243,7 +243,7 @@ def parse_options(options: dict[str, Any], settings: Settings) -> dict[str, Any]
         parsed["samples"] = samples
     if options.get("seed") is not None:
         seed = _as_int("seed", options["seed"])
-        if not 0 <= seed <= _MAX_SEED:
+        if not 0 <= seed <= MAX_SEED:
             raise ApiError(422, f"seed must be between 0 and 2**63-1, got {seed}")
         parsed["seed"] = seed
     for name in ("return_samples", "return_input"):
@@ -268,7 +268,7 @@ def _as_coverage(value: Any) -> float:
         raise ApiError(
             422,
             f"coverage must be a number between 0 and 1, one of the model's calibrated levels such "
-            f"as 0.99, got {_quote(value)}",
+            f"as 0.99, got {quote(value)}",
         )
     return number
 
@@ -313,11 +313,5 @@ def _as_int(name: str, value: Any) -> int:
         if 0 < len(digits) <= MAX_INTEGER_DIGITS and digits.isascii() and digits.isdigit():
             return int(value)
     raise ApiError(
-        422, f"{name} must be an integer of at most {MAX_INTEGER_DIGITS} digits, got {_quote(value)}"
+        422, f"{name} must be an integer of at most {MAX_INTEGER_DIGITS} digits, got {quote(value)}"
     )
-
-
-def _quote(value: Any) -> str:
-    """At most ~100 characters of a client's value, for an error message."""
-    text = repr(value)
-    return text if len(text) <= 100 else f"{text[:100]}... ({len(text)} characters)"

@@ -4,6 +4,7 @@ from refusals (the HTTP layer's ApiError, the engine's errors) to statuses and R
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.engine.errors import EngineError, NotReady, Overloaded, UnknownModel
+from service.engine.errors import EngineError, NotReady, UnknownModel
 from service.http.request_context import HEADER, current_request_id
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,8 @@ def engine_refusal(error: EngineError) -> ApiError:
     """The engine's error as the HTTP answer: the only place its statuses are chosen."""
     if isinstance(error, UnknownModel):
         return ApiError(404, error.message)
-    if isinstance(error, NotReady):
-        return ApiError(503, error.message, headers={"Retry-After": "5"})
-    if isinstance(error, Overloaded):
-        return ApiError(503, error.message, headers={"Retry-After": str(error.retry_after_s)})
-    return ApiError(503, error.message, headers={"Retry-After": "1"})
+    retry_after_s = 5 if isinstance(error, NotReady) else 1  # loading models takes a while
+    return ApiError(503, error.message, headers={"Retry-After": str(retry_after_s)})
 
 
 def error_envelope(code: str, message: str) -> dict[str, dict[str, str]]:
@@ -134,3 +132,9 @@ class CatchAll:
                 return
             message = f"internal error (request {request_id}); the server logged the details"
             await error_response(500, "internal", message)(scope, receive, send)
+
+
+def quote(value: Any) -> str:
+    """At most ~100 characters of a client's value, for an error message."""
+    text = repr(value)
+    return text if len(text) <= 100 else f"{text[:100]}... ({len(text)} characters)"

@@ -22,23 +22,20 @@ class BodySizeLimit:
             await self._refuse(scope, send)
             return
         received = 0
-        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received, refused
+            nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    refused = True
                     raise _TooLarge
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            if refused:
-                await self._refuse(scope, send)
+            await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         message = f"request body over {self.max_bytes} bytes"

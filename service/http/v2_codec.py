@@ -26,8 +26,8 @@ import orjson
 
 from models.spec import MLPSpec
 from service.engine.compute import UncertaintyResult
-from service.http.decoding import json_leaves
-from service.http.errors import ApiError
+from service.http.decoding import MAX_SEED, json_leaves
+from service.http.errors import ApiError, quote
 from service.settings import Settings
 
 INPUT = "input"
@@ -44,7 +44,6 @@ CONFORMAL_OUTPUTS = ("prediction_set",)  # with the request parameter coverage
 PER_CLASS_OUTPUTS = ("probabilities", "std", "prediction_set")  # [B, C]; the others are [B]
 REQUEST_PARAMETERS = ("mc_samples", "seed", "binary_data_output", "coverage")
 _NUMPY: dict[str, np.dtype] = {"FP32": np.dtype("<f4"), "INT64": np.dtype("<i8"), "BOOL": np.dtype("?")}
-_MAX_SEED = 2**63 - 1
 _ACCEPTED = "FP32 pixels in [0, 1] or UINT8 pixels in [0, 255]"
 
 
@@ -77,7 +76,7 @@ def decode_infer_request(
     _known_keys(request, ("id", "parameters", "inputs", "outputs"), "the request")
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise ApiError(400, f'"id" must be a string, got {_quote(request_id)}')
+        raise ApiError(400, f'"id" must be a string, got {quote(request_id)}')
     mc_samples, seed, binary_default, coverage = _parameters(request.get("parameters", {}), settings)
     booleans = b"true" in header or b"false" in header
     pixels = _input_pixels(request.get("inputs"), binary, booleans, spec, settings)
@@ -150,7 +149,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes | None]
         raise ApiError(
             400,
             "Inference-Header-Content-Length must be the byte length of the JSON header that starts "
-            f"the body, at most the body's {len(body)} bytes; got {_quote(header_length)}",
+            f"the body, at most the body's {len(body)} bytes; got {quote(header_length)}",
         )
     return body[: int(text)], body[int(text) :]
 
@@ -173,11 +172,11 @@ def _parameters(parameters: Any, settings: Settings) -> tuple[int | None, int | 
         if key not in REQUEST_PARAMETERS:
             raise ApiError(
                 400,
-                f"request parameter {_quote(key)} is not supported; this server takes "
+                f"request parameter {quote(key)} is not supported; this server takes "
                 f"{', '.join(REQUEST_PARAMETERS)} (its own scheduling and timeout apply to every request)",
             )
     mc_samples = _integer(parameters, "mc_samples", 1, settings.mc_samples_max)
-    seed = _integer(parameters, "seed", 0, _MAX_SEED)
+    seed = _integer(parameters, "seed", 0, MAX_SEED)
     if seed is not None and mc_samples is None:
         raise ApiError(400, "the parameter seed seeds MC-dropout passes; send it with mc_samples")
     coverage = parameters.get("coverage")
@@ -185,7 +184,7 @@ def _parameters(parameters: Any, settings: Settings) -> tuple[int | None, int | 
         if not isinstance(coverage, int | float) or isinstance(coverage, bool) or not 0 < coverage < 1:
             raise ApiError(
                 400,
-                f"parameter coverage must be a number between 0 and 1 such as 0.99, got {_quote(coverage)}",
+                f"parameter coverage must be a number between 0 and 1 such as 0.99, got {quote(coverage)}",
             )
         if mc_samples is None:
             raise ApiError(
@@ -199,14 +198,14 @@ def _integer(parameters: dict[str, Any], name: str, low: int, high: int) -> int 
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ApiError(400, f"parameter {name} must be an integer from {low} to {high}, got {_quote(value)}")
+        raise ApiError(400, f"parameter {name} must be an integer from {low} to {high}, got {quote(value)}")
     return value
 
 
 def _boolean(parameters: dict[str, Any], name: str) -> bool:
     value = parameters.get(name, False)
     if not isinstance(value, bool):
-        raise ApiError(400, f"parameter {name} must be true or false, got {_quote(value)}")
+        raise ApiError(400, f"parameter {name} must be true or false, got {quote(value)}")
     return value
 
 
@@ -219,9 +218,7 @@ def _input_pixels(
     tensors = [_object(tensor, "each input") for tensor in inputs]
     for tensor in tensors:
         if tensor.get("name") != INPUT:
-            raise ApiError(
-                400, f"unknown input {_quote(tensor.get('name'))}; this model takes one, {INPUT!r}"
-            )
+            raise ApiError(400, f"unknown input {quote(tensor.get('name'))}; this model takes one, {INPUT!r}")
     if len(tensors) > 1:
         raise ApiError(400, f"input {INPUT!r} appears {len(tensors)} times; send it once")
     tensor = tensors[0]
@@ -229,7 +226,7 @@ def _input_pixels(
 
     datatype = tensor.get("datatype")
     if datatype not in INPUT_DATATYPES:
-        raise ApiError(400, f"input {INPUT!r}: datatype {_quote(datatype)} is not accepted; send {_ACCEPTED}")
+        raise ApiError(400, f"input {INPUT!r}: datatype {quote(datatype)} is not accepted; send {_ACCEPTED}")
     shape = tensor.get("shape")
     batch = _batch_size(shape, spec, settings)
     count = batch * spec.input_size
@@ -268,7 +265,7 @@ def _batch_size(shape: Any, spec: MLPSpec, settings: Settings) -> int:
     ):
         forms = ", ".join(str(["B", *form]).replace("'", "") for form in accepted)
         raise ApiError(
-            400, f"input {INPUT!r}: shape {_quote(shape)} is not accepted; send {forms} with B >= 1"
+            400, f"input {INPUT!r}: shape {quote(shape)} is not accepted; send {forms} with B >= 1"
         )
     if shape[0] > settings.max_instances:
         raise ApiError(
@@ -298,7 +295,7 @@ def _binary_values(
     if size != expected or isinstance(size, bool):
         raise ApiError(
             400,
-            f"input {INPUT!r}: binary_data_size {_quote(size)} does not match shape {shape} of "
+            f"input {INPUT!r}: binary_data_size {quote(size)} does not match shape {shape} of "
             f"{datatype}, which is {expected} bytes",
         )
     if len(binary) != expected:
@@ -323,7 +320,11 @@ def _json_values(data: Any, datatype: str, booleans: bool) -> np.ndarray:
         array = np.asarray(data)
     except (ValueError, TypeError, OverflowError):
         array = None
-    if array is None or array.dtype.kind not in "iuf" or (booleans and any(map(_is_bool, json_leaves(data)))):
+    if (
+        array is None
+        or array.dtype.kind not in "iuf"
+        or (booleans and any(isinstance(x, bool) for x in json_leaves(data)))
+    ):
         raise ApiError(400, f"input {INPUT!r}: data must be a rectangular list of numbers (no booleans)")
     if datatype == "FP32":
         return array.reshape(-1)  # range-checked as float64, so 1e300 is out of range, not "inf"
@@ -331,10 +332,6 @@ def _json_values(data: Any, datatype: str, booleans: bool) -> np.ndarray:
     if array.dtype.kind == "f" and not np.array_equal(array, np.floor(array)):
         raise ApiError(400, "UINT8 values must be integers in [0, 255]; send [0, 1] values as FP32")
     return array.reshape(-1).astype(np.uint8)
-
-
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool)
 
 
 def _check_range(values: np.ndarray, high: float, message: str) -> None:
@@ -377,9 +374,7 @@ def _requested_outputs(
                 f"(1 to {settings.mc_samples_max}), and optionally seed",
             )
         if name not in available:
-            raise ApiError(
-                400, f"unknown output {_quote(name)}; this model's outputs: {', '.join(available)}"
-            )
+            raise ApiError(400, f"unknown output {quote(name)}; this model's outputs: {', '.join(available)}")
         if any(r.name == name for r in requested):
             raise ApiError(400, f"output {name!r} is requested twice; ask for it once")
         parameters = _object(output.get("parameters", {}), f"output {name!r} parameters")
@@ -390,24 +385,18 @@ def _requested_outputs(
         _known_keys(parameters, ("binary_data",), f"output {name!r} parameters")
         binary = parameters.get("binary_data", binary_default)
         if not isinstance(binary, bool):
-            raise ApiError(400, f"output {name!r}: binary_data must be true or false, got {_quote(binary)}")
+            raise ApiError(400, f"output {name!r}: binary_data must be true or false, got {quote(binary)}")
         requested.append(RequestedOutput(name, binary))
     return tuple(requested)
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ApiError(400, f"{what} must be a JSON object, got {_quote(value)}")
+        raise ApiError(400, f"{what} must be a JSON object, got {quote(value)}")
     return value
 
 
 def _known_keys(value: dict[str, Any], known: tuple[str, ...], what: str) -> None:
     for key in value:
         if key not in known:
-            raise ApiError(400, f"{what}: unknown field {_quote(key)}; the fields are {', '.join(known)}")
-
-
-def _quote(value: Any) -> str:
-    """At most ~100 characters of a client's value, for an error message."""
-    text = repr(value)
-    return text if len(text) <= 100 else f"{text[:100]}... ({len(text)} characters)"
+            raise ApiError(400, f"{what}: unknown field {quote(key)}; the fields are {', '.join(known)}")

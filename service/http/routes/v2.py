@@ -35,7 +35,6 @@ from service.http.v2_codec import (
     prediction_outputs,
     uncertainty_outputs,
 )
-from service.settings import Settings
 
 PLATFORM = "pytorch"
 EXTENSIONS = ["binary_tensor_data", "parameters"]
@@ -189,7 +188,8 @@ async def read_infer_request(request: Request, serving: Serving, loaded: LoadedM
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise ApiError(415, f"Content-Encoding {encoding[:50]!r} is not accepted; send the body uncompressed")
-    body = await read_body(request, settings)
+    async with reading_body(settings):
+        body = await request.body()
     header_length = request.headers.get("inference-header-content-length")
 
     def decode() -> InferRequest:
@@ -198,11 +198,6 @@ async def read_infer_request(request: Request, serving: Serving, loaded: LoadedM
     if len(body) <= LOOP_BODY_BYTES:
         return decode()
     return await asyncio.get_running_loop().run_in_executor(serving.decode_pool, decode)
-
-
-async def read_body(request: Request, settings: Settings) -> bytes:
-    async with reading_body(settings):
-        return await request.body()
 
 
 def parse_version(name: str, version: str) -> int:
