@@ -12,12 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import uvicorn
 from pydantic import ValidationError
 
 from service.logs import configure_logging
 from service.settings import Settings
-from service.workers import exit_0, serve_workers
+from service.workers import exit_0, listening_socket, serve, serve_workers
 
 
 def main() -> int:
@@ -35,7 +34,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, exit_0)
     config = uvicorn_config(settings)
     if settings.workers == 1:
-        uvicorn.run(**config)
+        try:
+            sock = listening_socket(settings.host, settings.port, shared=False)
+        except OSError as e:
+            logging.getLogger(__name__).error("cannot listen on %s:%d: %s", settings.host, settings.port, e)
+            return 1
+        serve(config, sock)
         return 0
     with metrics_folder(settings.workers):
         return serve_workers(settings.workers, config, grace_s=config["timeout_graceful_shutdown"])

@@ -20,13 +20,14 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
 import uvicorn
+
+from service import draining
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,13 @@ def run_worker(config: dict[str, Any]) -> None:
     signal.signal(signal.SIGTERM, exit_0)
     # Ctrl-C reaches the whole process group; the supervisor then asks each worker with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sock = listening_socket(config["host"], config["port"])
+    serve(config, listening_socket(config["host"], config["port"]))
+
+
+def serve(config: dict[str, Any], sock: socket.socket) -> None:
+    """One uvicorn server of `config` on `sock`, a bound socket it listens on once the app has
+    started; at SIGTERM the app's drain stops it taking connections (service/draining.py)."""
+    draining.listening.append(sock)
     uvicorn.Server(uvicorn.Config(**config)).run(sockets=[sock])
 
 
@@ -133,23 +140,3 @@ def exit_0(signum: int, frame: FrameType | None) -> None:
     it found, this one (with the default one the process would die of it, status -15); before
     uvicorn takes over (start-up), it stops the process at once."""
     raise SystemExit(0)
-
-
-def on_stop_signal(callback: Callable[[], None]) -> None:
-    """Call `callback` the moment SIGTERM or SIGINT comes, before the handler already installed
-    (uvicorn's, which then starts its graceful shutdown). Handlers live in the main thread only: in
-    another (an app served in-process by the tests) this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        installed = signal.getsignal(signum)
-        if callable(installed):
-            signal.signal(signum, _chained(callback, installed))
-
-
-def _chained(first: Callable[[], None], then: Callable[[int, FrameType | None], Any]) -> Callable[..., None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        first()
-        then(signum, frame)
-
-    return handler

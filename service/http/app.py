@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager, suppress
 import torch
 from fastapi import FastAPI
 
+from service.draining import Drain
 from service.engine.engine import Engine
 from service.http.dependencies import Serving
 from service.http.errors import CatchAll, install_error_handlers
@@ -21,7 +22,6 @@ from service.http.metrics import Metrics
 from service.http.request_context import RequestContext, RequestObserver
 from service.http.routes import card, health, inference, models, page, prometheus, v2
 from service.settings import Settings
-from service.workers import on_stop_signal
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
-    stopping = threading.Event()  # set when SIGTERM or SIGINT comes
+    drain = Drain()  # what the app does between SIGTERM and uvicorn's shutdown
     engine = Engine(
         settings.model_repository,
         settings.device,
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # the collector's sight, full collections no longer walk it several times a second under
             # load (a tenth of the CPU, and stalls of the requests in flight): docs/performance.md.
             gc.freeze()
-            on_stop_signal(stopping.set)
+            drain.install()
             if not engine.registry.ready:
                 log.warning("%s; /readyz answers 503 until then", health.how_to_load_a_model(settings))
             yield
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.stopping = stopping
+    app.state.drain = drain
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAll)  # outside the body-size limit, inside RequestContext
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         access_log=settings.access_log,
         log_format=settings.log_format,
-        stopping=stopping,
+        drain=drain,
     )
     # Not include_router: FastAPI 0.165 walks an included router's route list on every request to
     # validate its route cache. These routers put their prefix, tags, responses and dependencies on

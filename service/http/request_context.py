@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import time
 import uuid
 from contextvars import ContextVar
@@ -27,6 +26,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.artifact import LoadedModel
+from service.draining import Drain
 from service.engine.engine import JobReport
 from service.http.metrics import Metrics
 
@@ -112,14 +112,11 @@ class RequestContext:
         metrics: Metrics,
         access_log: bool = True,
         log_format: str = "text",
-        stopping: threading.Event | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
-        # Once set (the server was asked to stop), every answer says `Connection: close`: its client
-        # opens a new connection for its next request rather than write it onto one the server is
-        # about to close.
-        self.stopping = stopping or threading.Event()
+        self.drain = drain or Drain([])  # hears when requests start; once stopping, answers say close
         self.access_log = access_log
         self.fields_in_text = log_format != "json"  # JSON lines carry them as keys instead
 
@@ -130,6 +127,7 @@ class RequestContext:
         # The path as sent, still percent-encoded: a decoded %0A must not start a forged log line.
         path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
         record = RequestRecord(request_id_from(scope["headers"]), scope["method"], path, time.perf_counter())
+        self.drain.last_request = record.started
         # Not reset when the request ends: the task ends with it, and the error handler of last
         # resort (outside this middleware) still needs the id for its 500 envelope.
         _current.set(record)
@@ -139,7 +137,7 @@ class RequestContext:
                 record.status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers[HEADER] = record.request_id
-                if self.stopping.is_set():
+                if self.drain.stopping.is_set():  # service/draining.py
                     headers["connection"] = "close"
             await send(message)
 

@@ -143,6 +143,6 @@ def test_once_the_server_is_stopping_every_answer_says_connection_close(client):
     # Its client then sends its next request on a new connection (refused once the server stops
     # listening), never onto this one as the server closes it.
     assert client.get("/healthz").headers.get("connection") != "close"
-    client.app.state.stopping.set()
+    client.app.state.drain.stopping.set()
     for answer in (client.get("/healthz"), client.post("/v1/predict", json={"instances": [[0.5] * 784]})):
         assert answer.headers["connection"] == "close"

@@ -3,6 +3,7 @@ workers; /metrics adds up every worker's values, whichever worker answers the sc
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -17,7 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.artifact import read_manifest
-from service.workers import on_stop_signal
+from service.draining import QUIET_S, SPREAD_S, Drain
+from service.workers import listening_socket
 from tests.server import running_server, worker_pids
 
 REQUESTS = 40
@@ -137,16 +139,36 @@ def test_a_second_server_on_a_taken_port_says_so_and_exits(repository: Path, tmp
     assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "in use" in second.stderr
 
 
-def test_a_stop_signal_is_heard_first_then_passed_to_the_installed_handler():
-    heard: list[str] = []
+def test_a_stop_signal_drains_before_it_reaches_the_installed_handler():
+    # The installed handler stands for uvicorn's, whose shutdown closes idle connections.
+    heard: list[float] = []
+    sock = listening_socket("127.0.0.1", 0, shared=False)
+    sock.listen()
+    port = sock.getsockname()[1]
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        signal.signal(signal.SIGTERM, lambda signum, frame: heard.append("installed"))
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # not callable: left as it is
-        on_stop_signal(lambda: heard.append("callback"))
+
+    async def stop() -> None:
+        asyncio.get_running_loop().add_reader(sock.fileno(), lambda: None)  # as asyncio's server does
+        signal.signal(signal.SIGTERM, lambda signum, frame: heard.append(time.perf_counter()))
+        drain = Drain([sock])
+        drain.install()
         signal.raise_signal(signal.SIGTERM)
-        assert heard == ["callback", "installed"]
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        await asyncio.sleep(0.02)
+        with pytest.raises(ConnectionRefusedError):  # refused before anything is sent
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+        assert not drain.stopping.is_set()  # not yet: the other workers are closing their sockets
+        await asyncio.sleep(SPREAD_S)
+        assert drain.stopping.is_set() and not heard  # answers say close from now on
+        drain.last_request = time.perf_counter()  # a request starts: the quiet period starts again
+        while not heard:
+            await asyncio.sleep(0.02)
+        assert heard[0] - drain.last_request >= QUIET_S
+        signal.raise_signal(signal.SIGTERM)  # a second signal goes straight on
+        assert len(heard) == 2
+
+    try:
+        asyncio.run(stop())
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sock.close()
