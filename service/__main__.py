@@ -18,6 +18,8 @@ from service.logs import configure_logging
 from service.settings import Settings
 from service.workers import exit_0, listening_socket, serve, serve_workers
 
+log = logging.getLogger(__name__)
+
 
 def main() -> int:
     try:
@@ -28,17 +30,16 @@ def main() -> int:
         print(f"invalid DROPSERVE_* settings: {problems}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    logging.getLogger(__name__).info(
-        "serving models from %s with %d worker(s)", settings.model_repository, settings.workers
-    )
+    log.info("serving models from %s with %d worker(s)", settings.model_repository, settings.workers)
     signal.signal(signal.SIGTERM, exit_0)
     config = uvicorn_config(settings)
     if settings.workers == 1:
         try:
             sock = listening_socket(settings.host, settings.port, shared=False)
         except OSError as e:
-            logging.getLogger(__name__).error("cannot listen on %s:%d: %s", settings.host, settings.port, e)
+            log.error("cannot listen on %s:%d: %s", settings.host, settings.port, e)
             return 1
+        log.info("listening on http://%s:%d once the models are loaded", settings.host, settings.port)
         serve(config, sock)
         return 0
     with metrics_folder(settings.workers):
@@ -69,7 +70,7 @@ def metrics_folder(workers: int) -> Iterator[None]:
     mode, service/http/metrics.py). Fresh each start: old values must not count again."""
     folder = tempfile.mkdtemp(prefix="dropserve-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # read by the workers, which inherit it
-    logging.getLogger(__name__).info("/metrics adds up the %d workers' values kept in %s", workers, folder)
+    log.info("/metrics adds up the %d workers' values kept in %s", workers, folder)
     try:
         yield
     finally:

@@ -124,13 +124,18 @@ def test_metrics_add_up_over_workers(repository: Path, tmp_path: Path):
     assert not Path(folder[1]).exists(), "python -m service removes its metrics folder at exit"
 
 
-def test_a_second_server_on_a_taken_port_says_so_and_exits(repository: Path, tmp_path: Path):
+@pytest.mark.parametrize("second_workers", ["1", "2"])
+def test_a_second_server_on_a_taken_port_says_so_and_exits(
+    repository: Path, tmp_path: Path, second_workers: str
+):
     # The workers' sockets share the port with each other (SO_REUSEPORT); a second server started
     # on it by mistake must not join them and take half their connections.
     with running_server(repository, tmp_path / "server.log", workers="2") as server:
         port = server.url.rsplit(":", 1)[1]
         env = {key: value for key, value in os.environ.items() if not key.startswith("DROPSERVE_")}
-        env.update(DROPSERVE_MODEL_REPOSITORY=str(repository), DROPSERVE_PORT=port, DROPSERVE_WORKERS="2")
+        env.update(
+            DROPSERVE_MODEL_REPOSITORY=str(repository), DROPSERVE_PORT=port, DROPSERVE_WORKERS=second_workers
+        )
         second = subprocess.run(
             [sys.executable, "-m", "service"], env=env, capture_output=True, text=True, timeout=60
         )
