@@ -16,7 +16,8 @@ started) and drains before it passes the signal on:
    signal: its graceful shutdown answers what is in flight and closes connections that no client
    has used since the signal.
 
-A second signal goes straight to uvicorn (Ctrl-C twice still forces the exit).
+A second signal goes straight to uvicorn (Ctrl-C twice still forces the exit). An app served by
+uvicorn's own command line listens on uvicorn's socket, not ours: there step 1 is left out.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class Drain:
         """Stop accepting, wait for the clients still sending to be answered, then call `then`."""
         loop = asyncio.get_running_loop()
         for sock in self.sockets:
+            if sock.fileno() == -1:  # already closed: uvicorn is shutting down for its own reasons
+                continue
             # asyncio's server stops watching the socket first: shut, it would poll readable forever.
             loop.remove_reader(sock.fileno())
             with suppress(OSError):
