@@ -1,5 +1,5 @@
-"""Faults a real server survives: SIGTERM under keep-alive load (every admitted request answered,
-exit 0 within the grace period), and `kill -9` of one of two workers (the other keeps serving,
+"""Faults a real server survives: SIGTERM under keep-alive load (every request answered or refused at
+connect, none lost; exit 0 within the grace period: service/draining.py), and `kill -9` of one of two workers (the other keeps serving,
 the supervisor, service/workers.py, starts a replacement).
 
 What a client sees is counted per request, by the X-Request-ID it sent:
