@@ -1,6 +1,6 @@
-"""Faults a real server survives: SIGTERM under keep-alive load (every request answered or refused at
-connect, none lost; exit 0 within the grace period: service/draining.py), and `kill -9` of one of two workers (the other keeps serving,
-the supervisor, service/workers.py, starts a replacement).
+"""Faults a real server survives: SIGTERM under keep-alive load (every request answered or refused
+at connect, none lost; exit 0 within the grace period: service/draining.py), and `kill -9` of one of
+two workers (the other keeps serving, the supervisor, service/workers.py, starts a replacement).
 
 What a client sees is counted per request, by the X-Request-ID it sent:
 - answered: a complete response (any status);
