@@ -74,7 +74,23 @@ class Drain:
         self._task = asyncio.get_running_loop().create_task(self.drain(then))
 
     async def drain(self, then: Callable[[], None]) -> None:
-        """Stop accepting, wait for the clients still sending to be answered, then call `then`."""
+        """Stop accepting, wait for the clients still sending to be answered, then call `then`
+        (whatever happens here: uvicorn must hear the signal)."""
+        try:
+            signalled = time.perf_counter()
+            self._stop_accepting()
+            await asyncio.sleep(SPREAD_S)
+            self.stopping.set()
+            said_close = time.perf_counter()
+            while True:
+                now = time.perf_counter()
+                if now - max(self.last_request, said_close) >= QUIET_S or now - signalled >= LIMIT_S:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            then()
+
+    def _stop_accepting(self) -> None:
         loop = asyncio.get_running_loop()
         for sock in self.sockets:
             if sock.fileno() == -1:  # already closed: uvicorn is shutting down for its own reasons
@@ -83,13 +99,3 @@ class Drain:
             loop.remove_reader(sock.fileno())
             with suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # refuses new connections; the fd stays uvicorn's
-        signalled = time.perf_counter()
-        await asyncio.sleep(SPREAD_S)
-        self.stopping.set()
-        said_close = time.perf_counter()
-        while True:
-            now = time.perf_counter()
-            if now - max(self.last_request, said_close) >= QUIET_S or now - signalled >= LIMIT_S:
-                break
-            await asyncio.sleep(0.05)
-        then()
