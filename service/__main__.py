@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from service.logs import configure_logging
 from service.settings import Settings
-from service.workers import exit_0, listening_socket, serve, serve_workers
+from service.workers import claim_port, exit_0, serve, serve_workers
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, exit_0)
     config = uvicorn_config(settings)
     if settings.workers == 1:
-        try:
-            sock = listening_socket(settings.host, settings.port, shared=False)
-        except OSError as e:
-            log.error("cannot listen on %s:%d: %s", settings.host, settings.port, e)
+        sock = claim_port(settings.host, settings.port)
+        if sock is None:
             return 1
         log.info("listening on http://%s:%d once the models are loaded", settings.host, settings.port)
         serve(config, sock)

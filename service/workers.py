@@ -52,18 +52,25 @@ def listening_socket(host: str, port: int, shared: bool = True) -> socket.socket
     return sock
 
 
+def claim_port(host: str, port: int) -> socket.socket | None:
+    """(host, port) bound without SO_REUSEPORT, so refused even by another server's SO_REUSEPORT
+    sockets; None, said in the log, when anything listens there."""
+    try:
+        return listening_socket(host, port, shared=False)
+    except OSError as e:
+        log.error("cannot listen on %s:%d: %s", host, port, e)
+        return None
+
+
 def serve_workers(workers: int, config: dict[str, Any], grace_s: float) -> int:
     """Run `workers` uvicorn servers of `config` (uvicorn.Config's keyword arguments) until
     SIGTERM or SIGINT; returns the exit status."""
-    host, port = config["host"], config["port"]
-    # Fail at once, in the supervisor, when anything listens on the port: bound without
-    # SO_REUSEPORT, the probe is refused even by another server's SO_REUSEPORT sockets, which
-    # would otherwise take our workers in and share their connections.
-    try:
-        listening_socket(host, port, shared=False).close()
-    except OSError as e:
-        log.error("cannot listen on %s:%d: %s", host, port, e)
+    # Fail at once, in the supervisor, when anything listens on the port: the workers' own sockets
+    # (SO_REUSEPORT) would otherwise join another server's and share its connections.
+    probe = claim_port(config["host"], config["port"])
+    if probe is None:
         return 1
+    probe.close()
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
     running: list[BaseProcess] = []
