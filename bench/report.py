@@ -175,7 +175,7 @@ def _plots(results: Path, http: list[Row], sampler_rows: list[Row]) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for axis, architecture in zip(axes, ("seed", "paper"), strict=True):
         rows = [r for r in sampler_rows if r["architecture"] == architecture and r["batch"] == 1]
-        for method in ("shared_prefix", "replicate", "loop"):
+        for method in ("shared_prefix", "replicate", "loop", "torch_last_layer"):
             axis.plot(
                 [r["samples"] for r in rows],
                 [r["seconds"][method] * 1e3 for r in rows],
@@ -254,13 +254,16 @@ def results_markdown(results: Path, relative: str) -> list[str]:
         "",
         "#### MC sampler in process (B images per call, one torch thread, median ms per call)",
         "",
-        "| architecture | B | T | shared prefix | replicate (baal style) | loop | vs replicate | vs loop |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| architecture | B | T | shared prefix | replicate (baal style) | loop | torch last layer "
+        "| vs replicate | vs loop | vs torch last layer |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *(
             f"| {r['architecture']} | {r['batch']} | {r['samples']} | "
             f"{r['seconds']['shared_prefix'] * 1e3:.3f} | "
             f"{r['seconds']['replicate'] * 1e3:.3f} | {r['seconds']['loop'] * 1e3:.3f} | "
-            f"{r['speedup_vs_replicate']:.1f}x | {r['speedup_vs_loop']:.1f}x |"
+            f"{r['seconds']['torch_last_layer'] * 1e3:.3f} | "
+            f"{r['speedup_vs_replicate']:.1f}x | {r['speedup_vs_loop']:.1f}x | "
+            f"{r['speedup_vs_torch_last_layer']:.1f}x |"
             for r in sampler_rows
         ),
         "",

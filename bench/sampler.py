@@ -5,9 +5,11 @@ Three ways to draw the same kind of (T, B, C) logits, all with masks from one `M
 - shared prefix: `models.mc_dropout.mc_dropout_logits`, what the service runs: the deterministic
   prefix up to the first active dropout once per input, only the stochastic suffix T times;
 - replicate: the input copied T times and one full stochastic pass over the T x B rows (baal's way);
-- loop: T full stochastic passes over the B rows.
+- loop: T full stochastic passes over the B rows;
+- torch last layer: the shared prefix with the last dropout and the output layer as torch calls
+  (`dropout`, then `output`), what the compiled `masked_output` (models/_kernels.c) replaced.
 
-The two baselines live here, built from the model's public pieces (`normalize`, `hidden_layer`,
+The baselines live here, built from the model's public pieces (`normalize`, `hidden_layer`,
 `output`, `dropout`). At one image a call is a few dozen small tensor operations, so per-operation
 overhead, not arithmetic, dominates it."""
 
@@ -52,7 +54,23 @@ def loop(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSource) -> Tenso
     return torch.stack([stochastic_pass(model, x, masks) for _ in range(samples)])
 
 
-SAMPLERS: dict[str, Sampler] = {"shared_prefix": mc_dropout_logits, "replicate": replicate, "loop": loop}
+def torch_last_layer(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSource) -> Tensor:
+    """The shared prefix, then T passes of torch calls to the end: (B, 784) -> (T, B, C)."""
+    h, rate = model.normalize(x), model.spec.input_dropout  # (B, 784)
+    if rate == 0.0:  # the first hidden layer is deterministic too: part of the prefix
+        h, rate = model.hidden_layer(0, h), model.spec.hidden_dropout  # (B, D)
+    h = dropout(h, rate, masks, samples)  # (T, B, D)
+    for index in range(1 if model.spec.input_dropout == 0.0 else 0, len(model.hidden)):
+        h = dropout(model.hidden_layer(index, h), model.spec.hidden_dropout, masks)
+    return model.output(h)
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "shared_prefix": mc_dropout_logits,
+    "replicate": replicate,
+    "loop": loop,
+    "torch_last_layer": torch_last_layer,
+}
 
 
 def time_call(model: DropoutMLP, x: Tensor, samples: int, sampler: Sampler, budget_s: float) -> float:
@@ -83,6 +101,7 @@ def run(samples_list: tuple[int, ...], budget_s: float) -> list[dict[str, object
                     "seconds": timings,
                     "speedup_vs_replicate": timings["replicate"] / timings["shared_prefix"],
                     "speedup_vs_loop": timings["loop"] / timings["shared_prefix"],
+                    "speedup_vs_torch_last_layer": timings["torch_last_layer"] / timings["shared_prefix"],
                 }
             )
             print(

@@ -1,11 +1,16 @@
-/* The uncertainty statistics of MC-dropout passes, compiled: `models._kernels`.
+/* The compiled parts of MC dropout: `models._kernels`.
  *
- * The one implementation of the statistics (models/uncertainty.py wraps it; a plain Python
- * reference lives in the tests). At one image and T = 100 the same arithmetic in numpy is some
- * twenty calls of a few microseconds each; here it is two calls (docs/performance.md). Inputs are
- * read through the buffer protocol (no numpy headers). Each input's arithmetic is its own loop in a
- * fixed order, plain IEEE double with no reassociation, so an input's statistics do not depend on
- * the batch around it or on the CPU's vector width.
+ * - `philox`: the one random source of the masks, Philox4x64-10 (numpy.random.Philox's stream).
+ * - `masked_output`: the last dropout and the output layer of T passes, drawing the masks as it goes.
+ * - `accumulate` and `finish`: the uncertainty statistics of the passes (models/uncertainty.py wraps
+ *   them; a plain Python reference lives in the tests).
+ *
+ * At one image and T = 100 the same work in torch and numpy is some twenty calls of a few
+ * microseconds each; here it is three (docs/performance.md). Arrays are read through the buffer
+ * protocol (no numpy headers). Each pass of each input is its own loop in a fixed order, plain IEEE
+ * arithmetic with no reassociation and no FMA contraction (pyproject.toml), so its result depends
+ * neither on the batch around it nor on the CPU's vector width. Written for GCC or Clang (128-bit
+ * products, vector extensions, count-trailing-zeros) on a little-endian 64-bit machine.
  *
  * State of one input, float64 (2 + 3C): [passes, sum of H[p_t], mean p (C), sum of squared
  * deviations from the mean (C), votes per class (C)]. Chunks of passes merge as in Chan, Golub and
@@ -14,24 +19,32 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the masks read Philox's 64-bit words bit by bit as numpy's little-endian unpackbits does"
+#endif
 
 /* Work past this many inner steps runs without the GIL; below it the release and the wait to take
  * the GIL back would cost more than the work. */
 #define GIL_FREE_STEPS (1 << 16)
 
-/* Fill `view` with `object`'s buffer if it is C-contiguous with the struct format `format` and
- * `ndim` dimensions; else set a ValueError naming `name`. Returns 0 on success. */
-static int get_array(PyObject *object, Py_buffer *view, const char *name, const char *format, int ndim,
+/* The set of dimension counts {n} for get_array. */
+#define DIMS(n) (1 << (n))
+
+/* Fill `view` with `object`'s buffer if it is C-contiguous with the struct format `format` and a
+ * number of dimensions in `dims` (of DIMS); else set a ValueError naming `name`. Returns 0 on success. */
+static int get_array(PyObject *object, Py_buffer *view, const char *name, const char *format, int dims,
                      int writable) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(object, view, flags) < 0) return -1;
     const char *have = view->format;
     if (have[0] == '<' || have[0] == '=' || have[0] == '@') have++;
-    if (view->ndim != ndim || strcmp(have, format) != 0) {
-        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous %d-d array of struct format '%s'", name,
-                     ndim, format);
+    if (!(dims & DIMS(view->ndim)) || strcmp(have, format) != 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous array of struct format '%s' with %s dimensions",
+                     name, format, dims == (DIMS(2) | DIMS(3)) ? "2 or 3" : (dims == DIMS(1) ? "1" : dims == DIMS(2) ? "2" : "3"));
         PyBuffer_Release(view);
         return -1;
     }
@@ -40,6 +53,181 @@ static int get_array(PyObject *object, Py_buffer *view, const char *name, const 
 
 static void release_all(Py_buffer *views, int count) {
     for (int i = 0; i < count; i++) PyBuffer_Release(&views[i]);
+}
+
+/* Philox4x64-10 (Salmon et al. 2011, as in Random123 and numpy): block i of the stream keyed by `key`
+ * from block `first` is the cipher of the 256-bit counter first + i + 1 (numpy's Philox counts up
+ * before each block) under the key (key, 0). */
+static void philox_blocks(uint64_t key, uint64_t first, Py_ssize_t blocks, uint64_t *words) {
+    uint64_t counter[4] = {first, 0, 0, 0};
+    for (Py_ssize_t i = 0; i < blocks; i++) {
+        for (int w = 0; w < 4 && ++counter[w] == 0; w++) {} /* carry */
+        uint64_t x0 = counter[0], x1 = counter[1], x2 = counter[2], x3 = counter[3];
+        uint64_t k0 = key, k1 = 0;
+        for (int round = 0; round < 10; round++) {
+            if (round > 0) {
+                k0 += 0x9E3779B97F4A7C15ULL;
+                k1 += 0xBB67AE8584CAA73BULL;
+            }
+            const unsigned __int128 p0 = (unsigned __int128)0xD2E7470EE14C6C93ULL * x0;
+            const unsigned __int128 p1 = (unsigned __int128)0xCA5A826395121157ULL * x2;
+            x0 = (uint64_t)(p1 >> 64) ^ x1 ^ k0;
+            x1 = (uint64_t)p1;
+            x2 = (uint64_t)(p0 >> 64) ^ x3 ^ k1;
+            x3 = (uint64_t)p0;
+        }
+        uint64_t *out = words + 4 * i;
+        out[0] = x0, out[1] = x1, out[2] = x2, out[3] = x3;
+    }
+}
+
+/* philox(key, first_block, words): fill words (a multiple of 32 bytes, uint8) with the stream's
+ * 64-bit outputs from block `first_block`, in the machine's byte order (numpy's random_raw). */
+static PyObject *philox(PyObject *self, PyObject *args) {
+    PyObject *object;
+    unsigned long long key, first;
+    if (!PyArg_ParseTuple(args, "KKO", &key, &first, &object)) return NULL;
+    Py_buffer view;
+    if (get_array(object, &view, "words", "B", DIMS(1), 1) < 0) return NULL;
+    if (view.len % 32 != 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "philox: words must be whole blocks of 32 bytes");
+        return NULL;
+    }
+    uint64_t *words = malloc(view.len > 0 ? (size_t)view.len : 1);
+    if (words == NULL) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    philox_blocks(key, first, view.len / 32, words);
+    memcpy(view.buf, words, (size_t)view.len);
+    free(words);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+/* Bit i of the result (i < n <= 64): whether unit u + i is kept, its draw (draw u + i of `bits` bits
+ * in the stream `words`, as numpy reads it through a uint8 or uint16 view) being at least
+ * `threshold`; with bits 0 every unit is kept. */
+static inline uint64_t keep_mask(const uint64_t *words, uint64_t u, int n, int bits, unsigned threshold) {
+    const uint64_t all = n == 64 ? ~0ULL : (1ULL << n) - 1;
+    if (bits == 0) return all;
+    if (bits == 1) { /* a draw is a bit, kept when set: the 64 bits from bit u */
+        const unsigned shift = u & 63;
+        uint64_t window = words[u >> 6] >> shift;
+        if (shift != 0 && n > 64 - (int)shift) window |= words[(u >> 6) + 1] << (64 - shift);
+        return window & all;
+    }
+    uint64_t mask = 0;
+    if (bits == 8)
+        for (int i = 0; i < n; i++) mask |= (uint64_t)(((const uint8_t *)words)[u + i] >= threshold) << i;
+    else
+        for (int i = 0; i < n; i++) mask |= (uint64_t)(((const uint16_t *)words)[u + i] >= threshold) << i;
+    return mask;
+}
+
+/* Classes are summed LANES at a time: fixed-size accumulators the compiler keeps in registers. */
+#define LANES 16
+
+/* sum += rows[j] (LANES floats at stride `stride`), times x[j] unless x is NULL, for each set bit j of
+ * `mask` in increasing j. */
+static inline void add_kept(float *sum, const float *rows, const float *x, Py_ssize_t stride, uint64_t mask) {
+    typedef float vector __attribute__((vector_size(16)));
+    vector s[LANES / 4];
+    memcpy(s, sum, sizeof s);
+    for (; mask != 0; mask &= mask - 1) {
+        const int j = __builtin_ctzll(mask);
+        for (int v = 0; v < LANES / 4; v++) {
+            vector row;
+            memcpy(&row, rows + j * stride + 4 * v, sizeof row);
+            s[v] += x != NULL ? x[j] * row : row;
+        }
+    }
+    memcpy(sum, s, sizeof s);
+}
+
+/* masked_output(h, weight, bias, logits, scale, key, first_block, bits, threshold): T passes of
+ * inverted dropout and the output layer, logits[t, b] = bias + scale * weight @ (keep[t, b] * h[b]).
+ * h (B, D), shared by the T passes, or (T, B, D), float32; weight (C, D), bias (C), logits (T, B, C)
+ * float32, written. Unit (t, b, j) is draw (t * B + b) * D + j of `bits` bits (1, 8 or 16) of the
+ * Philox stream keyed by `key` from block `first_block`, kept when the draw is at least `threshold`;
+ * with bits 0 every unit is kept and nothing is drawn. Each logit sums the float32 products
+ * h[j] * weight[c, j] of the kept units in increasing j, then scales and adds the bias. */
+static PyObject *masked_output(PyObject *self, PyObject *args) {
+    PyObject *objects[4];
+    double scale;
+    unsigned long long key, first;
+    int bits, threshold;
+    if (!PyArg_ParseTuple(args, "OOOOdKKii", &objects[0], &objects[1], &objects[2], &objects[3], &scale, &key,
+                          &first, &bits, &threshold))
+        return NULL;
+    static const char *names[4] = {"h", "weight", "bias", "logits"};
+    static const int dims[4] = {DIMS(2) | DIMS(3), DIMS(2), DIMS(1), DIMS(3)};
+    Py_buffer views[4];
+    for (int i = 0; i < 4; i++) {
+        if (get_array(objects[i], &views[i], names[i], "f", dims[i], i == 3) < 0) {
+            release_all(views, i);
+            return NULL;
+        }
+    }
+    const Py_ssize_t T = views[3].shape[0], B = views[3].shape[1], C = views[3].shape[2];
+    const Py_ssize_t D = views[1].shape[1], *hs = views[0].shape;
+    const int shared = views[0].ndim == 2;
+    if (C < 1 || views[1].shape[0] != C || views[2].shape[0] != C
+        || (shared ? (hs[0] != B || hs[1] != D) : (hs[0] != T || hs[1] != B || hs[2] != D))
+        || !(bits == 0 || bits == 1 || bits == 8 || bits == 16) || threshold < 0 || threshold > (1 << bits)) {
+        release_all(views, 4);
+        PyErr_SetString(PyExc_ValueError,
+                        "masked_output: h (B, D) or (T, B, D), weight (C, D), bias (C) and logits (T, B, C) "
+                        "disagree, or bits is not 0, 1, 8 or 16 with 0 <= threshold <= 2^bits");
+        return NULL;
+    }
+    const Py_ssize_t padded = (C + LANES - 1) / LANES * LANES, units = T * B * D;
+    const Py_ssize_t blocks = (units * bits + 255) / 256;
+    /* columns (D, padded): weight transposed, zero past C; when the passes share h, products[b]
+     * (D, padded): h[b, j] * columns[j], once per input */
+    float *columns = calloc((size_t)(D * padded), sizeof(float));
+    float *products = shared ? malloc(sizeof(float) * (size_t)(B * D * padded)) : NULL;
+    uint64_t *words = malloc(sizeof(uint64_t) * (size_t)(4 * blocks + 1));
+    if (columns == NULL || (shared && products == NULL) || words == NULL) {
+        free(columns);
+        free(products);
+        free(words);
+        release_all(views, 4);
+        return PyErr_NoMemory();
+    }
+    const float *h = views[0].buf, *weight = views[1].buf, *bias = views[2].buf;
+    float *logits = views[3].buf;
+    const float factor = (float)scale;
+    const int gil_free = units * padded > GIL_FREE_STEPS;
+    PyThreadState *thread = gil_free ? PyEval_SaveThread() : NULL;
+    for (Py_ssize_t c = 0; c < C; c++)
+        for (Py_ssize_t j = 0; j < D; j++) columns[j * padded + c] = weight[c * D + j];
+    for (Py_ssize_t i = 0; shared && i < B * D; i++)
+        for (Py_ssize_t c = 0; c < padded; c++) products[i * padded + c] = h[i] * columns[(i % D) * padded + c];
+    philox_blocks(key, first, blocks, words);
+    for (Py_ssize_t row = 0; row < T * B; row++) { /* row = t * B + b */
+        const float *x = shared ? NULL : h + row * D;
+        const float *rows = shared ? products + (row % B) * D * padded : columns;
+        float *out = logits + row * C;
+        for (Py_ssize_t c0 = 0; c0 < padded; c0 += LANES) {
+            float sum[LANES] = {0.0f};
+            for (Py_ssize_t j0 = 0; j0 < D; j0 += 64) {
+                const int n = D - j0 < 64 ? (int)(D - j0) : 64;
+                const uint64_t mask = keep_mask(words, (uint64_t)(row * D + j0), n, bits, (unsigned)threshold);
+                if (shared) add_kept(sum, rows + j0 * padded + c0, NULL, padded, mask);
+                else add_kept(sum, rows + j0 * padded + c0, x + j0, padded, mask);
+            }
+            for (Py_ssize_t c = c0; c < C && c < c0 + LANES; c++)
+                out[c] = bias[c] + factor * sum[c - c0];
+        }
+    }
+    if (gil_free) PyEval_RestoreThread(thread);
+    free(columns);
+    free(products);
+    free(words);
+    release_all(views, 4);
+    Py_RETURN_NONE;
 }
 
 /* accumulate(logits, state, probs): add passes to each input's state.
@@ -53,7 +241,7 @@ static PyObject *accumulate(PyObject *self, PyObject *args) {
     static const int dims[3] = {3, 2, 3};
     Py_buffer views[3];
     for (int i = 0; i < 3; i++) {
-        if (get_array(objects[i], &views[i], names[i], formats[i], dims[i], i > 0) < 0) {
+        if (get_array(objects[i], &views[i], names[i], formats[i], DIMS(dims[i]), i > 0) < 0) {
             release_all(views, i);
             return NULL;
         }
@@ -131,8 +319,8 @@ static PyObject *finish(PyObject *self, PyObject *args) {
     PyObject *objects[2];
     if (!PyArg_UnpackTuple(args, "finish", 2, 2, &objects[0], &objects[1])) return NULL;
     Py_buffer views[2];
-    if (get_array(objects[0], &views[0], "state", "d", 2, 0) < 0) return NULL;
-    if (get_array(objects[1], &views[1], "stats", "d", 2, 1) < 0) {
+    if (get_array(objects[0], &views[0], "state", "d", DIMS(2), 0) < 0) return NULL;
+    if (get_array(objects[1], &views[1], "stats", "d", DIMS(2), 1) < 0) {
         release_all(views, 1);
         return NULL;
     }
@@ -170,6 +358,12 @@ static PyObject *finish(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
+    {"philox", philox, METH_VARARGS,
+     "philox(key, first_block, words): the Philox4x64-10 stream keyed by key from block first_block "
+     "into words (uint8, whole blocks of 32 bytes), as numpy.random.Philox's random_raw."},
+    {"masked_output", masked_output, METH_VARARGS,
+     "masked_output(h, weight, bias, logits, scale, key, first_block, bits, threshold): T passes of "
+     "dropout and the output layer into logits (T, B, C) float32."},
     {"accumulate", accumulate, METH_VARARGS,
      "accumulate(logits, state, probs): add the passes logits (t, B, C) float32 to state (B, 2 + 3C) "
      "float64, writing each pass's softmax into probs (t, B, C) float64."},
@@ -179,6 +373,6 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "models._kernels",
-                                    "The uncertainty statistics of MC-dropout passes, compiled.", -1, methods};
+                                    "The compiled parts of MC dropout: masks, the output layer and the statistics.", -1, methods};
 
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

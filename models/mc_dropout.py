@@ -6,22 +6,24 @@ deterministic, so that prefix runs once per input and only the stochastic suffix
 times ("shared prefix"): for the seed model (784 -> 128 -> 10, dropout after the hidden layer) it
 skips about 98% of the arithmetic at T = 100.
 
-Reproducibility: masks come from one counter-based generator (numpy's Philox) keyed by the seed and
-drawn in an order fixed by the call's own shapes, and passes run in chunks whose size depends only on
-the call's inputs. So a call's arithmetic is a function of its inputs, seed and T alone; the service
-runs each request as its own calls (service/engine), never as rows of another request's.
+Reproducibility: masks come from one counter-based generator (Philox, numpy's stream) keyed by the
+seed and drawn in an order fixed by the call's own shapes, and passes run in chunks whose size
+depends only on the call's inputs. The last dropout and the output layer are one compiled call
+(models/_kernels.c) that sums each logit in a fixed order; the layers before it are torch calls on
+the request's own rows. So a call's arithmetic is a function of its inputs, seed and T alone; the
+service runs each request as its own calls (service/engine), never as rows of another request's.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from models import _kernels
 from models.network import DropoutMLP
 
 # Passes run in chunks of at most this many activations (passes x inputs x widest layer): memory
@@ -30,61 +32,45 @@ CHUNK_ELEMENTS = 1 << 20
 
 
 class MaskSource:
-    """The random source of one MC run: numpy's counter-based Philox keyed by `seed`. A draw is a
-    function of (seed, position in the stream) alone: the same seed and the same sequence of draws
-    give the same masks, on any CPU, for every dropout rate.
+    """The random source of one MC run: Philox4x64-10 (numpy.random.Philox's stream, computed in
+    models/_kernels.c) keyed by `seed`. A draw is a function of (seed, position in the stream)
+    alone: the same seed and the same sequence of draws give the same masks, on any CPU, for every
+    dropout rate.
 
     A unit is dropped when its draw of b bits is below round(rate * 2^b), with b the fewest of 1, 8
     and 16 for which rate * 2^b is a whole number: exact for rates such as 1/2 or 1/4 (one bit per
-    unit at the common 0.5, a sixteenth of the random stream), within 2^-17 of any other rate.
+    unit at the common 0.5, a sixteenth of the random stream), within 2^-17 of any other rate. Each
+    draw starts at a fresh block of 256 bits; rate 0 draws nothing.
     """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self._blocks = 0  # Philox blocks (4 words of 64 bits) drawn so far
 
+    def draw(self, units: int, rate: float) -> tuple[int, int, int]:
+        """Take the next draw of `units` units at `rate`: (its first Philox block, bits per unit,
+        the threshold a unit's draw must reach to be kept); (block, 0, 0) at rate 0."""
+        if rate == 0.0:
+            return self._blocks, 0, 0
+        bits = next((bits for bits in (1, 8) if (rate * (1 << bits)).is_integer()), 16)
+        first = self._blocks
+        self._blocks += -(-units * bits // 256)  # a block is 256 random bits
+        return first, bits, round(rate * (1 << bits))
+
     def keep(self, shape: tuple[int, ...], rate: float) -> np.ndarray:
         """The next draw: bool of `shape`, True where a unit is kept (with probability 1 - rate)."""
         count = math.prod(shape)
-        bits = _draw_bits(rate)
-        blocks = -(-count * bits // 256)  # a block is 256 random bits
-        words = _philox_words(self.seed, self._blocks, 4 * blocks)
-        self._blocks += blocks
+        first, bits, threshold = self.draw(count, rate)
+        if bits == 0:
+            return np.ones(shape, dtype=bool)
+        words = np.empty(-(-count * bits // 256) * 32, dtype=np.uint8)
+        _kernels.philox(self.seed, first, words)
         if bits == 1:  # 1 kept, 0 dropped
-            kept = np.unpackbits(words.view(np.uint8), count=count, bitorder="little").view(bool)
+            kept = np.unpackbits(words, count=count, bitorder="little").view(bool)
         else:
             draws: np.ndarray = words.view(np.uint8 if bits == 8 else np.uint16)[:count]
-            kept = draws >= round(rate * (1 << bits))
+            kept = draws >= threshold
         return kept.reshape(shape)
-
-
-def _draw_bits(rate: float) -> int:
-    """Bits per unit for dropout at `rate`: see MaskSource."""
-    return next((bits for bits in (1, 8) if (rate * (1 << bits)).is_integer()), 16)
-
-
-_GENERATORS = threading.local()
-
-
-def _philox_words(key: int, first_block: int, words: int) -> np.ndarray:
-    """`words` (a multiple of 4) raw 64-bit Philox outputs from block `first_block` of the stream
-    keyed by `key`. One generator per thread whose state is set per call: making a generator costs
-    several times more (it gathers OS entropy it does not use)."""
-    generator = getattr(_GENERATORS, "philox", None)
-    if generator is None:
-        generator = _GENERATORS.philox = np.random.Philox(key=0)
-    generator.state = {
-        "bit_generator": "Philox",
-        "state": {
-            "counter": np.array([first_block, 0, 0, 0], np.uint64),
-            "key": np.array([key, 0], np.uint64),
-        },
-        "buffer": np.zeros(4, np.uint64),
-        "buffer_pos": 4,
-        "has_uint32": 0,
-        "uinteger": 0,
-    }
-    return generator.random_raw(words)
 
 
 def dropout(h: Tensor, rate: float, masks: MaskSource, copies: int | None = None) -> Tensor:
@@ -119,12 +105,12 @@ def mc_dropout_chunks(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSou
     """`mc_dropout_logits` chunk by chunk, (t, B, C) each: a caller may stop between chunks."""
     if samples < 1:
         raise ValueError("samples must be at least 1")
-    with torch.inference_mode():
-        prefix, start, rate = _deterministic_prefix(model, x)  # (B, D)
     chunk = passes_per_chunk(model, len(x))
+    prefix: tuple[Tensor, int, float] | None = None
     for first in range(0, samples, chunk):
         with torch.inference_mode():  # left before the yield: the caller runs in its own mode
-            logits = _passes(model, prefix, start, rate, min(chunk, samples - first), masks)
+            prefix = prefix or _deterministic_prefix(model, x)  # with the first chunk
+            logits = _passes(model, *prefix, min(chunk, samples - first), masks)
         yield logits
 
 
@@ -150,7 +136,28 @@ def _passes(
 ) -> Tensor:
     """`copies` passes on from the prefix (B, D): dropout at `rate`, then hidden layers from `start`,
     each followed by hidden dropout, then the output layer: (copies, B, C)."""
-    h = dropout(prefix, rate, masks, copies)  # (copies, B, D)
+    h = prefix  # (B, D), shared by the passes until a hidden layer runs on their own masks
     for index in range(start, len(model.hidden)):
-        h = dropout(model.hidden_layer(index, h), model.spec.hidden_dropout, masks)
-    return model.output_layer(h)
+        h = model.hidden_layer(index, dropout(h, rate, masks, copies if h.dim() == 2 else None))
+        rate = model.spec.hidden_dropout
+    return _output_with_dropout(model, h, rate, masks, copies)
+
+
+def _output_with_dropout(model: DropoutMLP, h: Tensor, rate: float, masks: MaskSource, copies: int) -> Tensor:
+    """The last dropout and the output layer in one compiled call that draws its own masks (the same
+    draw as `dropout`): h (B, D), shared by the passes, or (copies, B, D) -> (copies, B, C) logits
+    on the CPU. A logit sums the kept units' products in a fixed order (models/_kernels.c), so a
+    pass's answer does not depend on the rows beside it or on the BLAS."""
+    rows, width = h.shape[-2:]
+    first, bits, threshold = masks.draw(copies * rows * width, rate)
+    logits = torch.empty(copies, rows, model.spec.num_classes)
+    weight, bias = (_array(p) for p in (model.output.weight, model.output.bias))
+    _kernels.masked_output(
+        _array(h), weight, bias, logits.numpy(), 1.0 / (1.0 - rate), masks.seed, first, bits, threshold
+    )
+    return logits
+
+
+def _array(t: Tensor) -> np.ndarray:
+    """A float32 tensor as a C-contiguous numpy array on the CPU, without a copy when it is one."""
+    return t.detach().cpu().contiguous().numpy()

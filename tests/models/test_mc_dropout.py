@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from models import _kernels
 from models.mc_dropout import MaskSource, dropout, mc_dropout_chunks, mc_dropout_logits, predict_logits
 from models.network import DropoutMLP
 from models.spec import MLPSpec
@@ -48,25 +49,27 @@ def test_model_stays_in_eval_mode_and_passes_vary():
     assert logits.std(0).max() > 0  # dropout really was applied
 
 
+@pytest.mark.parametrize("hidden_dropout", [0.5, 0.25, 0.3, 0.0])  # 1, 8, 16 bits a unit; no draw
 @pytest.mark.parametrize("input_dropout", [0.0, 0.2])
-def test_shared_prefix_equals_full_passes_with_the_same_masks(input_dropout):
-    # The shared prefix skips only deterministic work: a full pass drawing the same masks in the same
-    # order gives the same logits.
+@pytest.mark.parametrize("hidden_sizes", [(32,), (32, 16)])
+def test_shared_prefix_equals_full_passes_with_the_same_masks(hidden_sizes, input_dropout, hidden_dropout):
+    # The shared prefix skips only deterministic work, and the compiled last layer draws the masks
+    # `dropout` would: full passes of torch calls drawing the same masks in the same order give the
+    # same logits (up to the order of the output layer's sums).
     torch.manual_seed(0)
-    model = DropoutMLP(MLPSpec(hidden_sizes=(32, 16), input_dropout=input_dropout)).eval()
+    spec = MLPSpec(hidden_sizes=hidden_sizes, input_dropout=input_dropout, hidden_dropout=hidden_dropout)
+    model = DropoutMLP(spec).eval()
     x = torch.rand(4, 784)
     shared = mc_dropout_logits(model, x, 10, MaskSource(3))
     masks = MaskSource(3)
-    h = model.normalize(x).expand(10, 4, 784)
-    h = dropout(h, input_dropout, masks) if input_dropout else model.hidden_layer(0, h)
-    first = 0 if input_dropout else 1
-    if not input_dropout:
-        h = dropout(h, 0.5, masks)
-    for index in range(first, 2):
-        h = dropout(model.hidden_layer(index, h), 0.5, masks)
+    h = dropout(model.normalize(x).expand(10, 4, 784), input_dropout, masks)
+    for index in range(len(hidden_sizes)):
+        h = dropout(model.hidden_layer(index, h), hidden_dropout, masks)
     with torch.no_grad():
         full = model.output(h)
     torch.testing.assert_close(shared, full)
+    if hidden_dropout > 0:
+        assert shared.std(0).max() > 0
 
 
 def test_many_passes_run_in_chunks_of_bounded_size():
@@ -106,3 +109,24 @@ def test_other_rates_draw_8_bits_when_exact_and_16_otherwise(rate, dtype):
     draws = np.random.Philox(key=5).random_raw(12).view(dtype)[:40]
     threshold = round(rate * (np.iinfo(dtype).max + 1))
     assert np.array_equal(kept, draws >= threshold)
+
+
+# The last: the counter carries past 64 bits within the six blocks.
+@pytest.mark.parametrize(("key", "first_block"), [(0, 0), (123, 5), (2**63 - 1, 2**64 - 2)])
+def test_the_compiled_philox_is_numpy_s(key, first_block):
+    words = np.empty(6 * 32, dtype=np.uint8)
+    _kernels.philox(key, first_block, words)
+    numpy_philox = np.random.Philox(counter=first_block, key=key)
+    assert np.array_equal(words.view(np.uint64), numpy_philox.random_raw(24))
+
+
+def test_the_compiled_output_layer_refuses_arrays_that_disagree():
+    h, weight, bias = np.zeros((2, 8), np.float32), np.zeros((10, 8), np.float32), np.zeros(10, np.float32)
+    logits = np.empty((3, 2, 10), np.float32)
+    _kernels.masked_output(h, weight, bias, logits, 2.0, 0, 0, 1, 1)  # agree
+    with pytest.raises(ValueError):
+        _kernels.masked_output(h, weight[:, :7], bias, logits, 2.0, 0, 0, 1, 1)
+    with pytest.raises(ValueError):
+        _kernels.masked_output(h.astype(np.float64), weight, bias, logits, 2.0, 0, 0, 1, 1)
+    with pytest.raises(ValueError):
+        _kernels.masked_output(h, weight, bias, logits, 2.0, 0, 0, 4, 1)  # no such draw size
