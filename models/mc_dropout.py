@@ -98,7 +98,8 @@ def predict_logits(model: DropoutMLP, x: Tensor) -> Tensor:
 @torch.inference_mode()
 def mc_dropout_logits(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSource) -> Tensor:
     """T stochastic passes: (B, ...) pixels in [0, 1] -> (T, B, C) logits."""
-    return torch.cat(list(mc_dropout_chunks(model, x, samples, masks)))
+    chunks = list(mc_dropout_chunks(model, x, samples, masks))
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
 
 def mc_dropout_chunks(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSource) -> Iterator[Tensor]:
@@ -159,5 +160,7 @@ def _output_with_dropout(model: DropoutMLP, h: Tensor, rate: float, masks: MaskS
 
 
 def _array(t: Tensor) -> np.ndarray:
-    """A float32 tensor as a C-contiguous numpy array on the CPU, without a copy when it is one."""
-    return t.detach().cpu().contiguous().numpy()
+    """A tensor as a numpy array on the CPU, without a copy when it is on the CPU (the kernel refuses
+    one that is not C-contiguous float32)."""
+    t = t.detach()
+    return (t if t.is_cpu else t.cpu()).numpy()
