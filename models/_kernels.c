@@ -43,8 +43,8 @@ static int get_array(PyObject *object, Py_buffer *view, const char *name, const 
     const char *have = view->format;
     if (have[0] == '<' || have[0] == '=' || have[0] == '@') have++;
     if (!(dims & DIMS(view->ndim)) || strcmp(have, format) != 0) {
-        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous array of struct format '%s' with %s dimensions",
-                     name, format, dims == (DIMS(2) | DIMS(3)) ? "2 or 3" : (dims == DIMS(1) ? "1" : dims == DIMS(2) ? "2" : "3"));
+        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous '%s' array of the documented shape", name,
+                     format);
         PyBuffer_Release(view);
         return -1;
     }
@@ -57,32 +57,31 @@ static void release_all(Py_buffer *views, int count) {
 
 /* Philox4x64-10 (Salmon et al. 2011, as in Random123 and numpy): block i of the stream keyed by `key`
  * from block `first` is the cipher of the 256-bit counter first + i + 1 (numpy's Philox counts up
- * before each block) under the key (key, 0). */
-static void philox_blocks(uint64_t key, uint64_t first, Py_ssize_t blocks, uint64_t *words) {
+ * before each block) under the key (key, 0). Writes 32 bytes a block: four 64-bit words in the
+ * machine's byte order, as numpy's random_raw. */
+static void philox_blocks(uint64_t key, uint64_t first, Py_ssize_t blocks, void *out) {
     uint64_t counter[4] = {first, 0, 0, 0};
     for (Py_ssize_t i = 0; i < blocks; i++) {
         for (int w = 0; w < 4 && ++counter[w] == 0; w++) {} /* carry */
-        uint64_t x0 = counter[0], x1 = counter[1], x2 = counter[2], x3 = counter[3];
-        uint64_t k0 = key, k1 = 0;
+        uint64_t x[4] = {counter[0], counter[1], counter[2], counter[3]}, k0 = key, k1 = 0;
         for (int round = 0; round < 10; round++) {
             if (round > 0) {
                 k0 += 0x9E3779B97F4A7C15ULL;
                 k1 += 0xBB67AE8584CAA73BULL;
             }
-            const unsigned __int128 p0 = (unsigned __int128)0xD2E7470EE14C6C93ULL * x0;
-            const unsigned __int128 p1 = (unsigned __int128)0xCA5A826395121157ULL * x2;
-            x0 = (uint64_t)(p1 >> 64) ^ x1 ^ k0;
-            x1 = (uint64_t)p1;
-            x2 = (uint64_t)(p0 >> 64) ^ x3 ^ k1;
-            x3 = (uint64_t)p0;
+            const unsigned __int128 p0 = (unsigned __int128)0xD2E7470EE14C6C93ULL * x[0];
+            const unsigned __int128 p1 = (unsigned __int128)0xCA5A826395121157ULL * x[2];
+            x[0] = (uint64_t)(p1 >> 64) ^ x[1] ^ k0;
+            x[1] = (uint64_t)p1;
+            x[2] = (uint64_t)(p0 >> 64) ^ x[3] ^ k1;
+            x[3] = (uint64_t)p0;
         }
-        uint64_t *out = words + 4 * i;
-        out[0] = x0, out[1] = x1, out[2] = x2, out[3] = x3;
+        memcpy((char *)out + 32 * i, x, 32);
     }
 }
 
-/* philox(key, first_block, words): fill words (a multiple of 32 bytes, uint8) with the stream's
- * 64-bit outputs from block `first_block`, in the machine's byte order (numpy's random_raw). */
+/* philox(key, first_block, words): fill words (uint8, whole blocks of 32 bytes) with the stream
+ * from block `first_block`. */
 static PyObject *philox(PyObject *self, PyObject *args) {
     PyObject *object;
     unsigned long long key, first;
@@ -94,14 +93,7 @@ static PyObject *philox(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "philox: words must be whole blocks of 32 bytes");
         return NULL;
     }
-    uint64_t *words = malloc(view.len > 0 ? (size_t)view.len : 1);
-    if (words == NULL) {
-        PyBuffer_Release(&view);
-        return PyErr_NoMemory();
-    }
-    philox_blocks(key, first, view.len / 32, words);
-    memcpy(view.buf, words, (size_t)view.len);
-    free(words);
+    philox_blocks(key, first, view.len / 32, view.buf);
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
 }
