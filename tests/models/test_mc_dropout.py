@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models import _kernels
 from models.mc_dropout import MaskSource, dropout, mc_dropout_chunks, mc_dropout_logits, predict_logits
@@ -130,3 +131,18 @@ def test_the_compiled_output_layer_refuses_arrays_that_disagree():
         _kernels.masked_output(h.astype(np.float64), weight, bias, logits, 2.0, 0, 0, 1, 1)
     with pytest.raises(ValueError):
         _kernels.masked_output(h, weight, bias, logits, 2.0, 0, 0, 4, 1)  # no such draw size
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.25, 0.3, 0.0])  # 1, 8, 16 bits a unit; no draw
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_compiled_output_layer_is_dropout_then_linear(rate, shared):
+    # 100 units: a pass's mask bits straddle the stream's 64-bit words; 20 classes: two blocks of lanes.
+    generator = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(20, 100, generator=generator), torch.randn(20, generator=generator)
+    h = torch.randn(*((3,) if shared else (7, 3)), 100, generator=generator)  # (B, D) or (T, B, D)
+    expected = F.linear(dropout(h, rate, MaskSource(9), 7 if shared else None), weight, bias)  # (7, 3, 20)
+    logits = np.empty((7, 3, 20), np.float32)
+    first, bits, threshold = MaskSource(9).draw(7 * 3 * 100, rate)
+    scale = 1.0 / (1.0 - rate)
+    _kernels.masked_output(h.numpy(), weight.numpy(), bias.numpy(), logits, scale, 9, first, bits, threshold)
+    torch.testing.assert_close(torch.from_numpy(logits), expected)
