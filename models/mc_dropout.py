@@ -44,6 +44,8 @@ class MaskSource:
     """
 
     def __init__(self, seed: int) -> None:
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"a mask seed is a 64-bit unsigned integer, not {seed}")
         self.seed = seed
         self._blocks = 0  # Philox blocks (4 words of 64 bits) drawn so far
 
@@ -106,12 +108,12 @@ def mc_dropout_chunks(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSou
     """`mc_dropout_logits` chunk by chunk, (t, B, C) each: a caller may stop between chunks."""
     if samples < 1:
         raise ValueError("samples must be at least 1")
+    with torch.inference_mode():
+        prefix, start, rate = _deterministic_prefix(model, x)  # (B, D)
     chunk = passes_per_chunk(model, len(x))
-    prefix: tuple[Tensor, int, float] | None = None
     for first in range(0, samples, chunk):
         with torch.inference_mode():  # left before the yield: the caller runs in its own mode
-            prefix = prefix or _deterministic_prefix(model, x)  # with the first chunk
-            logits = _passes(model, *prefix, min(chunk, samples - first), masks)
+            logits = _passes(model, prefix, start, rate, min(chunk, samples - first), masks)
         yield logits
 
 

@@ -146,3 +146,9 @@ def test_the_compiled_output_layer_is_dropout_then_linear(rate, shared):
     scale = 1.0 / (1.0 - rate)
     _kernels.masked_output(h.numpy(), weight.numpy(), bias.numpy(), logits, scale, 9, first, bits, threshold)
     torch.testing.assert_close(torch.from_numpy(logits), expected)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64])
+def test_a_seed_outside_the_generator_s_64_bit_key_is_refused(seed):
+    with pytest.raises(ValueError, match="64-bit"):
+        MaskSource(seed)
