@@ -40,6 +40,8 @@ RUN --mount=type=bind,target=/context \
            "$torch"/bin/protoc*
 
 FROM ${BASE_IMAGE}
+# What `make docker-build` prunes when a new build leaves this one untagged.
+LABEL org.opencontainers.image.title="dropserve"
 # A fixed uid so volumes and Kubernetes securityContext can name it.
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin dropserve \
     && mkdir -p /models /data && chown dropserve:dropserve /models /data

@@ -50,6 +50,9 @@ teardown() {
         [ "$status" -eq 0 ] || make docker-down >/dev/null 2>&1 || true
         rm -rf "$root"
     fi
+    # Each run's build adds its layers to the build cache, full copies on vfs storage: a machine
+    # that runs CI again and again filled its disk. The most recent 8 GB stay for the next build.
+    "$DOCKER" builder prune -f --keep-storage 8gb >/dev/null 2>&1 || true
     step "done (exit $status)"
 }
 trap teardown EXIT

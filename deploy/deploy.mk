@@ -37,6 +37,8 @@ docker-build: docker-engine $(if $(filter 1,$(OFFLINE)),$(WHEELHOUSE_STAMP))
 		--build-arg BUILD_IMAGE=$$(DOCKER=$(DOCKER) deploy/base-image.sh build) --build-arg OFFLINE=$(OFFLINE) \
 		$(if $(filter 0,$(OFFLINE)),$(PIP_CA_SECRET)) \
 		-t $(IMAGE) .
+	@# The build this one replaced, now untagged: on vfs storage each image is a full copy (~1 GB).
+	@$(DOCKER) image prune -f --filter label=org.opencontainers.image.title=dropserve >/dev/null
 	@echo "$(IMAGE): $$($(DOCKER) image inspect -f '{{.Size}}' $(IMAGE) | awk '{printf "%d MB", $$1/1e6}'), user $$($(DOCKER) image inspect -f '{{.Config.User}}' $(IMAGE))"
 
 # The train job's dataset cache (/data): a copy of the host's, which `make datasets` fills with the
