@@ -6,8 +6,9 @@ Three ways to draw the same kind of (T, B, C) logits, all with masks from one `M
   prefix up to the first active dropout once per input, only the stochastic suffix T times;
 - replicate: the input copied T times and one full stochastic pass over the T x B rows (baal's way);
 - loop: T full stochastic passes over the B rows;
-- torch last layer: the shared prefix with the last dropout and the output layer as torch calls
-  (`dropout`, then `output`), what the compiled `masked_output` (models/_kernels.c) replaced.
+- torch last layer: the shared prefix in the same chunks, the last dropout and the output layer as
+  torch calls (`dropout`, then `output_layer`): what the compiled `masked_output`
+  (models/_kernels.c) replaced.
 
 The baselines live here, built from the model's public pieces (`normalize`, `hidden_layer`,
 `output`, `dropout`). At one image a call is a few dozen small tensor operations, so per-operation
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 
 from bench.timing import median_seconds
-from models.mc_dropout import MaskSource, dropout, mc_dropout_logits
+from models.mc_dropout import MaskSource, dropout, mc_dropout_logits, passes_per_chunk
 from models.network import DropoutMLP
 from models.spec import MLPSpec
 
@@ -55,14 +56,20 @@ def loop(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSource) -> Tenso
 
 
 def torch_last_layer(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSource) -> Tensor:
-    """The shared prefix, then T passes of torch calls to the end: (B, 784) -> (T, B, C)."""
+    """`mc_dropout_logits` as it was before the compiled last layer: the same shared prefix and
+    chunks of passes, the last dropout and the output layer as torch calls: (B, 784) -> (T, B, C)."""
     h, rate = model.normalize(x), model.spec.input_dropout  # (B, 784)
+    start = 0
     if rate == 0.0:  # the first hidden layer is deterministic too: part of the prefix
-        h, rate = model.hidden_layer(0, h), model.spec.hidden_dropout  # (B, D)
-    h = dropout(h, rate, masks, samples)  # (T, B, D)
-    for index in range(1 if model.spec.input_dropout == 0.0 else 0, len(model.hidden)):
-        h = dropout(model.hidden_layer(index, h), model.spec.hidden_dropout, masks)
-    return model.output(h)
+        h, rate, start = model.hidden_layer(0, h), model.spec.hidden_dropout, 1  # (B, D)
+    chunks = []
+    chunk = passes_per_chunk(model, x.shape[0])
+    for first in range(0, samples, chunk):
+        passes = dropout(h, rate, masks, min(chunk, samples - first))  # (t, B, D)
+        for index in range(start, len(model.hidden)):
+            passes = dropout(model.hidden_layer(index, passes), model.spec.hidden_dropout, masks)
+        chunks.append(model.output_layer(passes))  # (t, B, C)
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
 
 SAMPLERS: dict[str, Sampler] = {
