@@ -65,7 +65,7 @@ class MaskSource:
         first, bits, threshold = self.draw(count, rate)
         if bits == 0:
             return np.ones(shape, dtype=bool)
-        words = np.empty(-(-count * bits // 256) * 32, dtype=np.uint8)
+        words = np.empty((self._blocks - first) * 32, dtype=np.uint8)  # the blocks just taken
         _kernels.philox(self.seed, first, words)
         if bits == 1:  # 1 kept, 0 dropped
             kept = np.unpackbits(words, count=count, bitorder="little").view(bool)
