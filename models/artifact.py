@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.network import DropoutMLP
+from models.network import DropoutMLP, Weights
 from models.spec import Manifest
 
 WEIGHTS_FILE = "model.safetensors"
@@ -38,6 +38,7 @@ class LoadedModel:
     manifest: Manifest
     path: Path
     device: torch.device  # where the weights live; inputs go there
+    weights: Weights  # the model's tensors, read out once for inference
 
 
 def sha256_file(path: Path) -> str:
@@ -152,7 +153,7 @@ def _load_artifact(path: Path, device: torch.device | str) -> LoadedModel:
     model.to(device).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return LoadedModel(model, manifest, path, torch.device(device))
+    return LoadedModel(model, manifest, path, torch.device(device), Weights.of(model))
 
 
 def check_folder(path: Path, manifest: Manifest) -> None:

@@ -21,14 +21,23 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from models import _kernels
-from models.network import DropoutMLP
+from models.network import DropoutMLP, Weights
 
 # Passes run in chunks of at most this many activations (passes x inputs x widest layer): memory
 # stays bounded at large T, and a chunk of the paper model (1024 wide) is a few tens of ms.
 CHUNK_ELEMENTS = 1 << 20
+
+
+Network = DropoutMLP | Weights
+"""A module (training, tests) or its plain Weights (the service reads them out once, at load)."""
+
+
+def weights_of(model: Network) -> Weights:
+    return model if isinstance(model, Weights) else Weights.of(model)
 
 
 class MaskSource:
@@ -87,37 +96,34 @@ def dropout(h: Tensor, rate: float, masks: MaskSource, copies: int | None = None
     return h * (mask if h.is_cpu else mask.to(h.device))
 
 
-@torch.inference_mode()
-def predict_logits(model: DropoutMLP, x: Tensor) -> Tensor:
+def predict_logits(model: Network, x: Tensor) -> Tensor:
     """The eval-mode forward (no dropout): (B, ...) pixels in [0, 1] -> (B, C) logits. The same
-    calls as model(x) in eval mode, minus the module machinery."""
-    h = model.normalize(x)
-    for index in range(len(model.hidden)):
-        h = model.hidden_layer(index, h)
-    return model.output_layer(h)
+    calls as model(x) in eval mode."""
+    w = weights_of(model)
+    h = w.normalize(x)
+    for layer in w.hidden:
+        h = w.activation(F.linear(h, *layer))
+    return F.linear(h, *w.output)
 
 
-@torch.inference_mode()
-def mc_dropout_logits(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSource) -> Tensor:
+def mc_dropout_logits(model: Network, x: Tensor, samples: int, masks: MaskSource) -> Tensor:
     """T stochastic passes: (B, ...) pixels in [0, 1] -> (T, B, C) logits."""
     chunks = list(mc_dropout_chunks(model, x, samples, masks))
-    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+    return torch.from_numpy(chunks[0] if len(chunks) == 1 else np.concatenate(chunks))
 
 
-def mc_dropout_chunks(model: DropoutMLP, x: Tensor, samples: int, masks: MaskSource) -> Iterator[Tensor]:
-    """`mc_dropout_logits` chunk by chunk, (t, B, C) each: a caller may stop between chunks."""
+def mc_dropout_chunks(model: Network, x: Tensor, samples: int, masks: MaskSource) -> Iterator[np.ndarray]:
+    """`mc_dropout_logits` chunk by chunk, (t, B, C) float32 arrays: a caller may stop between chunks."""
     if samples < 1:
         raise ValueError("samples must be at least 1")
-    with torch.inference_mode():
-        prefix, start, rate = _deterministic_prefix(model, x)  # (B, D)
-    chunk = passes_per_chunk(model, len(x))
+    w = weights_of(model)
+    prefix, start, rate = _deterministic_prefix(w, x)  # (B, D)
+    chunk = passes_per_chunk(w, x.shape[0])
     for first in range(0, samples, chunk):
-        with torch.inference_mode():  # left before the yield: the caller runs in its own mode
-            logits = _passes(model, prefix, start, rate, min(chunk, samples - first), masks)
-        yield logits
+        yield _passes(w, prefix, start, rate, min(chunk, samples - first), masks)
 
 
-def passes_per_chunk(model: DropoutMLP, rows: int) -> int:
+def passes_per_chunk(model: Network, rows: int) -> int:
     """How many passes of `rows` inputs `mc_dropout_chunks` runs at a time: the widest activation
     they repeat (the pixels too when there is input dropout) bounds the chunk's memory."""
     spec = model.spec
@@ -125,44 +131,36 @@ def passes_per_chunk(model: DropoutMLP, rows: int) -> int:
     return max(1, CHUNK_ELEMENTS // (rows * widest))
 
 
-def _deterministic_prefix(model: DropoutMLP, x: Tensor) -> tuple[Tensor, int, float]:
+def _deterministic_prefix(w: Weights, x: Tensor) -> tuple[Tensor, int, float]:
     """Compute up to the first active dropout: (activation (B, D), next hidden layer, its rate)."""
-    h = model.normalize(x)  # (B, 784)
-    if model.spec.input_dropout > 0.0:
-        return h, 0, model.spec.input_dropout
+    h = w.normalize(x)  # (B, 784)
+    if w.spec.input_dropout > 0.0:
+        return h, 0, w.spec.input_dropout
     # No input dropout: the first hidden layer is deterministic too.
-    return model.hidden_layer(0, h), 1, model.spec.hidden_dropout
+    return w.hidden_layer(0, h), 1, w.spec.hidden_dropout
 
 
 def _passes(
-    model: DropoutMLP, prefix: Tensor, start: int, rate: float, copies: int, masks: MaskSource
-) -> Tensor:
+    w: Weights, prefix: Tensor, start: int, rate: float, copies: int, masks: MaskSource
+) -> np.ndarray:
     """`copies` passes on from the prefix (B, D): dropout at `rate`, then hidden layers from `start`,
     each followed by hidden dropout, then the output layer: (copies, B, C)."""
     h = prefix  # (B, D), shared by the passes until a hidden layer runs on their own masks
-    for index in range(start, len(model.hidden)):
-        h = model.hidden_layer(index, dropout(h, rate, masks, copies if h.dim() == 2 else None))
-        rate = model.spec.hidden_dropout
-    return _output_with_dropout(model, h, rate, masks, copies)
+    for index in range(start, len(w.hidden)):
+        h = w.hidden_layer(index, dropout(h, rate, masks, copies if h.dim() == 2 else None))
+        rate = w.spec.hidden_dropout
+    return _output_with_dropout(w, h, rate, masks, copies)
 
 
-def _output_with_dropout(model: DropoutMLP, h: Tensor, rate: float, masks: MaskSource, copies: int) -> Tensor:
+def _output_with_dropout(w: Weights, h: Tensor, rate: float, masks: MaskSource, copies: int) -> np.ndarray:
     """The last dropout and the output layer in one compiled call that draws its own masks (the same
     draw as `dropout`): h (B, D), shared by the passes, or (copies, B, D) -> (copies, B, C) logits
     on the CPU. A logit sums the kept units' products in a fixed order (models/_kernels.c), so a
     pass's answer does not depend on the rows beside it or on the BLAS."""
     rows, width = h.shape[-2:]
     first, bits, threshold = masks.draw(copies * rows * width, rate)
-    logits = torch.empty(copies, rows, model.spec.num_classes)
-    weight, bias = (_array(p) for p in (model.output.weight, model.output.bias))
-    _kernels.masked_output(
-        _array(h), weight, bias, logits.numpy(), 1.0 / (1.0 - rate), masks.seed, first, bits, threshold
-    )
+    logits = np.empty((copies, rows, w.spec.num_classes), np.float32)
+    h_array = (h if h.is_cpu else h.cpu()).numpy()
+    scale = 1.0 / (1.0 - rate)
+    _kernels.masked_output(h_array, *w.output_arrays, logits, scale, masks.seed, first, bits, threshold)
     return logits
-
-
-def _array(t: Tensor) -> np.ndarray:
-    """A tensor as a numpy array on the CPU, without a copy when it is on the CPU (the kernel refuses
-    one that is not C-contiguous float32)."""
-    t = t.detach()
-    return (t if t.is_cpu else t.cpu()).numpy()

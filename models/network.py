@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,6 +16,13 @@ from models.spec import MLPSpec, Normalization
 
 # torch's own functions, not F.relu's Python wrapper: one call fewer per layer.
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": torch.relu, "gelu": F.gelu, "tanh": torch.tanh}
+
+
+def normalize(x: Tensor, normalization: Normalization) -> Tensor:
+    """(B, *input_shape) or (B, D) pixels in [0, 1] -> (B, D) normalized."""
+    if x.dim() != 2:
+        x = x.reshape(x.shape[0], -1)
+    return (x - normalization.mean) / normalization.std
 
 
 class DropoutMLP(nn.Module):
@@ -33,10 +42,7 @@ class DropoutMLP(nn.Module):
         self.activation = _ACTIVATIONS[spec.activation]
 
     def normalize(self, x: Tensor) -> Tensor:
-        """(B, *input_shape) or (B, D) pixels in [0, 1] -> (B, D) normalized."""
-        if x.dim() != 2:
-            x = x.reshape(x.shape[0], -1)
-        return (x - self.normalization.mean) / self.normalization.std
+        return normalize(x, self.normalization)
 
     def hidden_layer(self, index: int, h: Tensor) -> Tensor:
         """One hidden Linear + activation, no dropout: (..., D_in) -> (..., D_out)."""
@@ -65,3 +71,39 @@ class DropoutMLP(nn.Module):
         for layer in (*self.hidden, self.output):
             norms = layer.weight.norm(dim=1, keepdim=True)  # (D_out, 1)
             layer.weight.mul_(torch.clamp(self.spec.max_norm / (norms + 1e-12), max=1.0))
+
+
+@dataclass(frozen=True)
+class Weights:
+    """An eval-mode DropoutMLP as plain tensors, read out once: inference then makes no nn.Module
+    attribute lookups (a Python call each; on a request path they added up to tens of microseconds,
+    docs/performance.md). Shares the module's storage, so it sees the weights as they are; a model
+    moved to another device needs a new one."""
+
+    spec: MLPSpec
+    normalization: Normalization
+    activation: Callable[[Tensor], Tensor]
+    hidden: tuple[tuple[Tensor, Tensor], ...]  # (weight (D_out, D_in), bias (D_out)) per hidden layer
+    output: tuple[Tensor, Tensor]  # weight (C, D), bias (C)
+    output_arrays: tuple[np.ndarray, np.ndarray]  # the same on the CPU, for the compiled last layer
+
+    @classmethod
+    def of(cls, model: DropoutMLP) -> Weights:
+        layers = [cast(nn.Linear, layer) for layer in model.hidden]
+        hidden = tuple((layer.weight.detach(), layer.bias.detach()) for layer in layers)
+        output = (model.output.weight.detach(), model.output.bias.detach())
+        return cls(
+            model.spec,
+            model.normalization,
+            model.activation,
+            hidden,
+            output,
+            (output[0].cpu().numpy(), output[1].cpu().numpy()),
+        )
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return normalize(x, self.normalization)
+
+    def hidden_layer(self, index: int, h: Tensor) -> Tensor:
+        """As `DropoutMLP.hidden_layer`: (..., D_in) -> (..., D_out)."""
+        return self.activation(F.linear(h, *self.hidden[index]))

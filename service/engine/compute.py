@@ -42,13 +42,13 @@ class UncertaintyResult:
 def _inputs(loaded: LoadedModel, pixels: np.ndarray) -> torch.Tensor:
     """(B, 784) float32 pixels -> a tensor of its own on the model's device. `torch.tensor` copies
     into a fresh (64-byte aligned) buffer, so BLAS sees the same layout for the same request."""
-    return torch.tensor(pixels, dtype=torch.float32).to(loaded.device)
+    return torch.tensor(pixels, dtype=torch.float32, device=loaded.device)
 
 
 def predict(loaded: LoadedModel, pixels: np.ndarray) -> Steps:
     """(B, 784) -> (B, C) eval-mode probabilities (float32), in one step."""
     yield from ()  # a single step: all of it runs on the first next()
-    logits = predict_logits(loaded.model, _inputs(loaded, pixels))
+    logits = predict_logits(loaded.weights, _inputs(loaded, pixels))
     return torch.softmax(logits, dim=-1).numpy(force=True)
 
 
@@ -64,10 +64,10 @@ def uncertainty(
     `level` (one of the artifact's), also the prediction sets and the abstain flags."""
     statistics = PassStatistics(len(pixels), loaded.manifest.spec.num_classes)
     kept: list[np.ndarray] = []
-    chunks = math.ceil(samples / passes_per_chunk(loaded.model, len(pixels)))
-    passes = mc_dropout_chunks(loaded.model, _inputs(loaded, pixels), samples, MaskSource(seed))
+    chunks = math.ceil(samples / passes_per_chunk(loaded.weights, len(pixels)))
+    passes = mc_dropout_chunks(loaded.weights, _inputs(loaded, pixels), samples, MaskSource(seed))
     for index, logits in enumerate(passes):
-        probs = statistics.add(logits.numpy(force=True))  # (t, B, C)
+        probs = statistics.add(logits)  # (t, B, C)
         if return_samples:
             kept.append(probs)
         if index + 1 < chunks:  # the last chunk and the summary make one step

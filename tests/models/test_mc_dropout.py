@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from models import _kernels
 from models.mc_dropout import MaskSource, dropout, mc_dropout_chunks, mc_dropout_logits, predict_logits
-from models.network import DropoutMLP
+from models.network import DropoutMLP, Weights
 from models.spec import MLPSpec
 from tests.conftest import tiny_model
 
@@ -78,7 +78,7 @@ def test_many_passes_run_in_chunks_of_bounded_size():
     chunks = list(mc_dropout_chunks(model, torch.rand(300, 784), 20, MaskSource(0)))
     assert len(chunks) > 1
     assert sum(len(c) for c in chunks) == 20
-    assert max(c.numel() // 10 * 1024 for c in chunks) <= 1 << 20  # passes x rows x widest layer
+    assert max(c.size // 10 * 1024 for c in chunks) <= 1 << 20  # passes x rows x widest layer
 
 
 def test_deterministic_prediction_is_the_eval_forward():
@@ -86,6 +86,7 @@ def test_deterministic_prediction_is_the_eval_forward():
     x = torch.rand(5, 784)
     with torch.no_grad():
         assert torch.equal(predict_logits(model, x), model(x))
+        assert torch.equal(predict_logits(Weights.of(model), x), model(x))  # what the service holds
 
 
 def test_no_samples_is_refused():
