@@ -157,9 +157,10 @@ class Metrics:
         information = self._child(self.mutual_information, name, version)
         for value in summary.mutual_information.tolist():
             information.observe(value)
-        flagged = summary.out_of_distribution(report.loaded.manifest.calibration.ood_threshold)
-        # 0 too: the series exists from the start
-        self._child(self.ood, name, version).inc(int(flagged.sum()))
+        flagged = int(summary.out_of_distribution(report.loaded.manifest.calibration.ood_threshold).sum())
+        ood = self._child(self.ood, name, version)  # made at the first answer: the series exists from 0
+        if flagged:
+            ood.inc(flagged)
 
     def models_changed(self, loaded: Iterable[LoadedModel]) -> None:
         """Model info for the versions now held: 1 for each, 0 for those no longer held."""

@@ -8,7 +8,9 @@ per request, as Starlette's BaseHTTPMiddleware would add.
 
 The engine's observer notes each inference job on the record of the request that awaited it
 (the observer runs in that request's task, where the context variable holds its record), so the
-access log and metrics know the model, version, samples and micro-batch of every answer.
+access log and metrics know the model, version, samples and micro-batch of every answer. Like the
+request's own metrics, the job's (engine timings, the answers' uncertainty) are recorded once the
+answer is sent: a client does not wait for the server's bookkeeping.
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ class RequestRecord:
     round_size: int | None = None  # jobs in the scheduler round of its first step
     queue_wait_s: float | None = None
     compute_s: float | None = None
+    job: JobReport | None = None
 
     def note(self, report: JobReport) -> None:
         """An inference job this request awaited."""
+        self.job = report
         self.model = report.loaded.manifest.name
         self.version = report.loaded.manifest.version
         self.instances = report.instances
@@ -94,9 +98,10 @@ class RequestObserver:
         self.metrics.round_done(jobs)
 
     def job_done(self, report: JobReport) -> None:
-        self.metrics.job_done(report)
         record = _current.get()
-        if record is not None:
+        if record is None:
+            self.metrics.job_done(report)
+        else:  # counted with the request's own metrics, once its answer is sent
             record.note(report)
 
     def models_changed(self, loaded: list[LoadedModel]) -> None:
@@ -161,6 +166,8 @@ class RequestContext:
             if named in self.metrics.model_names:  # never a client's string as a label value
                 record.model = named
         self.metrics.request_done(route, record.method, record.model, record.status, seconds)
+        if record.job is not None:
+            self.metrics.job_done(record.job)
         if self.access_log and access_log.isEnabledFor(logging.INFO):
             log_access(record, route, seconds, self.fields_in_text)
 

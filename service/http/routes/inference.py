@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import random
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -48,7 +48,7 @@ async def uncertainty(request: Request, serving: Serving, name: str, version: in
     if body.return_samples:
         check_response_size(loaded, len(body.pixels), samples, serving.settings.max_response_values)
     level = None if body.coverage is None else conformal_level(loaded, body.coverage)
-    seed = secrets.randbelow(2**31) if body.seed is None else body.seed  # reported, so reproducible
+    seed = random.getrandbits(31) if body.seed is None else body.seed  # reported, so reproducible
     result = await serving.engine.uncertainty(loaded, body.pixels, samples, seed, body.return_samples, level)
     inputs = body.pixels if body.return_input else None
     return FastJSONResponse(uncertainty_body(loaded, result, inputs))

@@ -8,7 +8,7 @@ the native API gives the same refusal; `V2Route` converts them, so no route need
 from __future__ import annotations
 
 import asyncio
-import secrets
+import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -166,7 +166,7 @@ async def infer(request: Request, serving: Serving, loaded: LoadedModel) -> Resp
     if decoded.mc_samples is None:
         values = prediction_outputs(await serving.engine.predict(loaded, decoded.pixels))
     else:
-        seed = secrets.randbelow(2**31) if decoded.seed is None else decoded.seed  # reported: reproducible
+        seed = random.getrandbits(31) if decoded.seed is None else decoded.seed  # reported: reproducible
         level = None if decoded.coverage is None else conformal_level(loaded, decoded.coverage)
         result = await serving.engine.uncertainty(
             loaded, decoded.pixels, decoded.mc_samples, seed, False, level
