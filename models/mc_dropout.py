@@ -63,7 +63,7 @@ class MaskSource:
         the threshold a unit's draw must reach to be kept); (block, 0, 0) at rate 0."""
         if rate == 0.0:
             return self._blocks, 0, 0
-        bits = next((bits for bits in (1, 8) if (rate * (1 << bits)).is_integer()), 16)
+        bits = 1 if (rate * 2).is_integer() else 8 if (rate * 256).is_integer() else 16
         first = self._blocks
         self._blocks += -(-units * bits // 256)  # a block is 256 random bits
         return first, bits, round(rate * (1 << bits))

@@ -34,6 +34,7 @@ class UncertaintyResult:
     seed: int
     sample_probabilities: np.ndarray | None  # (B, T, C) float64, when asked for
     probabilities: np.ndarray  # (B, C) the answer's: p̄ scaled by the artifact's temperature
+    ood: np.ndarray  # (B,) bool: mutual information above the artifact's calibrated threshold
     level: ConformalLevel | None = None  # the conformal level asked for, if any; then:
     prediction_sets: np.ndarray | None = None  # (B, C) bool set membership at `level`
     abstain: np.ndarray | None = None  # (B,) bool, per the artifact's abstention policy
@@ -76,9 +77,10 @@ def uncertainty(
     summary = statistics.summary()
     manifest = loaded.manifest
     probabilities = apply_temperature(summary.mean_probabilities, manifest.calibration.temperature)
+    ood = summary.out_of_distribution(manifest.calibration.ood_threshold)
     if level is None:
-        return UncertaintyResult(summary, samples, seed, samples_out, probabilities)
+        return UncertaintyResult(summary, samples, seed, samples_out, probabilities, ood)
     policy = manifest.abstention
     refused = None if policy is None else abstains(summary, policy)
     members = prediction_sets(probabilities, level)
-    return UncertaintyResult(summary, samples, seed, samples_out, probabilities, level, members, refused)
+    return UncertaintyResult(summary, samples, seed, samples_out, probabilities, ood, level, members, refused)

@@ -12,7 +12,6 @@ import numpy as np
 
 from models.artifact import LoadedModel
 from models.spec import ConformalLevel
-from models.uncertainty import UncertaintySummary
 from service.engine import compute
 from service.engine.compute import UncertaintyResult
 from service.engine.registry import ModelRegistry, VersionResult
@@ -29,7 +28,7 @@ class JobReport:
     instances: int
     samples: int  # MC passes; 0 for a deterministic prediction
     timings: JobTimings
-    summary: UncertaintySummary | None = None  # (B, ...) statistics, for an MC job
+    result: UncertaintyResult | None = None  # the answer of an MC job
 
 
 class EngineObserver(Protocol):
@@ -114,5 +113,5 @@ class Engine:
         steps = compute.uncertainty(loaded, pixels, samples, seed, return_samples, level)
         result = cast(UncertaintyResult, await self.scheduler.run(steps, timings))
         if self.observer is not None:
-            self.observer.job_done(JobReport(loaded, len(pixels), samples, timings, result.summary))
+            self.observer.job_done(JobReport(loaded, len(pixels), samples, timings, result))
         return result

@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -146,18 +147,18 @@ class Metrics:
         self._child(self.compute, name, "uncertainty" if report.samples else "predict").observe(
             report.timings.compute_s
         )
-        summary = report.summary
-        if summary is None:
+        result = report.result
+        if result is None:
             return
         version = str(report.loaded.manifest.version)
         self._child(self.samples, name).observe(report.samples)
         entropy = self._child(self.predictive_entropy, name, version)
-        for value in summary.predictive_entropy.tolist():
+        for value in result.summary.predictive_entropy.tolist():
             entropy.observe(value)
         information = self._child(self.mutual_information, name, version)
-        for value in summary.mutual_information.tolist():
+        for value in result.summary.mutual_information.tolist():
             information.observe(value)
-        flagged = int(summary.out_of_distribution(report.loaded.manifest.calibration.ood_threshold).sum())
+        flagged = np.count_nonzero(result.ood)
         ood = self._child(self.ood, name, version)  # made at the first answer: the series exists from 0
         if flagged:
             ood.inc(flagged)

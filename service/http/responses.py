@@ -59,24 +59,33 @@ def uncertainty_body(
 ) -> dict[str, Any]:
     names = loaded.manifest.class_names
     summary = result.summary
-    flagged = summary.out_of_distribution(loaded.manifest.calibration.ood_threshold)  # (B,) bool
-    probabilities = result.probabilities  # p̄, temperature-scaled
-    labels = probabilities.argmax(-1)
+    labels = result.probabilities.argmax(-1).tolist()
+    # Whole arrays to Python lists once, then plain indexing: (B,) floats and (B, C) rows.
+    columns = zip(
+        labels,
+        result.probabilities.tolist(),
+        summary.std.tolist(),
+        summary.predictive_entropy.tolist(),
+        summary.expected_entropy.tolist(),
+        summary.mutual_information.tolist(),
+        summary.variation_ratio.tolist(),
+        result.ood.tolist(),
+        strict=True,
+    )
     images = None if inputs is None else input_images(loaded, inputs)  # (B, 28, 28)
     predictions = []
-    for i, label in enumerate(labels):
-        mutual_information = float(summary.mutual_information[i])
+    for i, (label, probabilities, std, total, aleatoric, epistemic, variation, ood) in enumerate(columns):
         entry: dict[str, Any] = {
-            "label": int(label),
+            "label": label,
             "class_name": names[label],
-            "confidence": float(probabilities[i, label]),
-            "probabilities": probabilities[i].tolist(),
-            "std": summary.std[i].tolist(),
-            "predictive_entropy": float(summary.predictive_entropy[i]),
-            "expected_entropy": float(summary.expected_entropy[i]),
-            "mutual_information": mutual_information,
-            "variation_ratio": float(summary.variation_ratio[i]),
-            "ood": bool(flagged[i]),
+            "confidence": probabilities[label],
+            "probabilities": probabilities,
+            "std": std,
+            "predictive_entropy": total,
+            "expected_entropy": aleatoric,
+            "mutual_information": epistemic,
+            "variation_ratio": variation,
+            "ood": ood,
         }
         if result.prediction_sets is not None and result.level is not None:
             members = np.flatnonzero(result.prediction_sets[i])

@@ -143,4 +143,4 @@ def test_the_engine_reports_each_job_s_round_queue_wait_and_compute(repository):
         assert report.timings.round_size == 6 and report.timings.steps >= 1
         assert report.timings.queue_wait_s >= 0 and report.timings.compute_s > 0
         assert report.instances == 2 and report.loaded.manifest.version == 1
-        assert (report.summary is None) == (report.samples == 0)
+        assert (report.result is None) == (report.samples == 0)
