@@ -44,16 +44,17 @@ def _check_bearer(request: Request, expected: str, what: str) -> None:
 
 @dataclass(frozen=True)
 class Serving:
-    """What an inference route needs, handed over as one dependency: each dependency FastAPI
-    resolves costs every request event-loop time, and inference requests are most of the load."""
+    """What an inference route needs, from `serving_for`."""
 
     settings: Settings
     engine: Engine
     decode_pool: Executor  # threads that decode large bodies off the event loop
 
 
-async def authorized_serving(request: Request) -> Serving:
-    """The serving context, once the API key (when one is set) checks out."""
+def serving_for(request: Request) -> Serving:
+    """The serving context, once the API key (when one is set) checks out. A plain call at the top
+    of each inference route, not a FastAPI dependency: resolving one cost every request ~20 us of
+    event-loop time (docs/performance.md), and inference requests are most of the load."""
     serving: Serving = request.app.state.serving
     if serving.settings.api_key is not None:
         _check_bearer(request, serving.settings.api_key.get_secret_value(), "inference")
@@ -69,4 +70,3 @@ async def require_admin_key(request: Request, settings: Annotated[Settings, Depe
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
-ServingDep = Annotated[Serving, Depends(authorized_serving)]

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from models.artifact import LoadedModel
 from service.http.decoding import conformal_level, read_inference_request
-from service.http.dependencies import Serving, ServingDep
+from service.http.dependencies import serving_for
 from service.http.errors import ApiError
 from service.http.responses import FastJSONResponse, prediction_body, uncertainty_body
 from service.http.schemas import ERROR_RESPONSES, INFERENCE_BODY, PredictResponse, UncertaintyResponse
@@ -33,16 +33,20 @@ _UNCERTAINTY: dict[str, Any] = {
 }
 
 
-async def predict(request: Request, serving: Serving, name: str, version: int | None) -> Response:
-    loaded = serving.engine.registry.get(name, version)
+async def predict(request: Request, name: str | None, version: int | None) -> Response:
+    """Answer with `name`'s model (the default model when None), at `version` (its latest when None)."""
+    serving = serving_for(request)
+    loaded = serving.engine.registry.get(name or serving.settings.default_model, version)
     body = await read_inference_request(request, serving.settings, serving.decode_pool)
     probabilities = await serving.engine.predict(loaded, body.pixels)
     inputs = body.pixels if body.return_input else None
     return FastJSONResponse(prediction_body(loaded, probabilities, inputs))
 
 
-async def uncertainty(request: Request, serving: Serving, name: str, version: int | None) -> Response:
-    loaded = serving.engine.registry.get(name, version)
+async def uncertainty(request: Request, name: str | None, version: int | None) -> Response:
+    """As `predict`, with MC-dropout passes and their statistics."""
+    serving = serving_for(request)
+    loaded = serving.engine.registry.get(name or serving.settings.default_model, version)
     body = await read_inference_request(request, serving.settings, serving.decode_pool)
     samples = body.samples or serving.settings.mc_samples_default
     if body.return_samples:
@@ -69,30 +73,30 @@ def check_response_size(loaded: LoadedModel, instances: int, samples: int, limit
 
 
 @router.post("/predict", summary="Predict with the default model", **_PREDICT)
-async def predict_default(request: Request, serving: ServingDep) -> Response:
-    return await predict(request, serving, serving.settings.default_model, None)
+async def predict_default(request: Request) -> Response:
+    return await predict(request, None, None)
 
 
 @router.post("/uncertainty", summary="MC-dropout uncertainty with the default model", **_UNCERTAINTY)
-async def uncertainty_default(request: Request, serving: ServingDep) -> Response:
-    return await uncertainty(request, serving, serving.settings.default_model, None)
+async def uncertainty_default(request: Request) -> Response:
+    return await uncertainty(request, None, None)
 
 
 @router.post("/models/{name}/predict", summary="Predict with a model's default version", **_PREDICT)
-async def predict_model(name: str, request: Request, serving: ServingDep) -> Response:
-    return await predict(request, serving, name, None)
+async def predict_model(name: str, request: Request) -> Response:
+    return await predict(request, name, None)
 
 
 @router.post(
     "/models/{name}/uncertainty", summary="Uncertainty with a model's default version", **_UNCERTAINTY
 )
-async def uncertainty_model(name: str, request: Request, serving: ServingDep) -> Response:
-    return await uncertainty(request, serving, name, None)
+async def uncertainty_model(name: str, request: Request) -> Response:
+    return await uncertainty(request, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/predict", summary="Predict with a pinned version", **_PREDICT)
-async def predict_version(name: str, version: int, request: Request, serving: ServingDep) -> Response:
-    return await predict(request, serving, name, version)
+async def predict_version(name: str, version: int, request: Request) -> Response:
+    return await predict(request, name, version)
 
 
 @router.post(
@@ -100,5 +104,5 @@ async def predict_version(name: str, version: int, request: Request, serving: Se
     summary="Uncertainty with a pinned version",
     **_UNCERTAINTY,
 )
-async def uncertainty_version(name: str, version: int, request: Request, serving: ServingDep) -> Response:
-    return await uncertainty(request, serving, name, version)
+async def uncertainty_version(name: str, version: int, request: Request) -> Response:
+    return await uncertainty(request, name, version)

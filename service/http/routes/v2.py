@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from models.artifact import LoadedModel
 from service.engine.errors import EngineError, NotReady
 from service.http.decoding import LOOP_BODY_BYTES, conformal_level, reading_body
-from service.http.dependencies import RegistryDep, Serving, ServingDep
+from service.http.dependencies import RegistryDep, Serving, serving_for
 from service.http.errors import ApiError, engine_refusal
 from service.http.schemas import V2_ERROR_RESPONSES
 from service.http.v2_codec import (
@@ -137,7 +137,8 @@ async def version_ready(name: str, version: str, registry: RegistryDep) -> dict[
     summary="Inference with the default version; mc_samples adds uncertainty",
     openapi_extra=_INFER_BODY,
 )
-async def infer_model(name: str, request: Request, serving: ServingDep) -> Response:
+async def infer_model(name: str, request: Request) -> Response:
+    serving = serving_for(request)
     return await infer(request, serving, serving.engine.registry.get(name))
 
 
@@ -146,7 +147,8 @@ async def infer_model(name: str, request: Request, serving: ServingDep) -> Respo
     summary="Inference with a pinned version",
     openapi_extra=_INFER_BODY,
 )
-async def infer_version(name: str, version: str, request: Request, serving: ServingDep) -> Response:
+async def infer_version(name: str, version: str, request: Request) -> Response:
+    serving = serving_for(request)
     return await infer(request, serving, serving.engine.registry.get(name, parse_version(name, version)))
 
 
