@@ -1,7 +1,5 @@
-"""Logging set-up: human text or one JSON object per line.
-
-A record logged with `extra={"fields": {...}}` (the access log) carries those fields as keys of
-its JSON object; in text they are already part of its message."""
+"""Logging set-up: human text or one JSON object per line, on stderr. The access log
+(service/http/request_context.py) writes its lines in the same two shapes."""
 
 from __future__ import annotations
 
@@ -11,18 +9,25 @@ import time
 import orjson
 
 
+def utc_time(created: float) -> str:
+    """2026-12-03T12:36:39.523Z: the JSON lines' time."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z"
+
+
+def local_second(created: float) -> str:
+    """2026-12-03 12:36:39: the text lines' time (logging's default asctime) to the second; the
+    milliseconds follow as ",523"."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": utc_time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
@@ -30,8 +35,6 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(log_format: str, level: str) -> None:
     handler = logging.StreamHandler()
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    text = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(JsonFormatter() if log_format == "json" else text)
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

@@ -19,8 +19,9 @@ from service.http.dependencies import Serving
 from service.http.errors import CatchAll, install_error_handlers
 from service.http.limits import BodySizeLimit
 from service.http.metrics import Metrics
-from service.http.request_context import RequestContext, RequestObserver
+from service.http.request_context import AccessLog, RequestContext, RequestObserver
 from service.http.routes import card, health, inference, models, page, prometheus, v2
+from service.logs import configure_logging
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContext,
         metrics=metrics,
-        access_log=settings.access_log,
-        log_format=settings.log_format,
+        access_log=AccessLog(settings.log_format) if logs_access(settings) else None,
         drain=drain,
     )
     # Not include_router: FastAPI 0.165 walks an included router's route list on every request to
@@ -98,10 +98,13 @@ def lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
+def logs_access(settings: Settings) -> bool:
+    """Access lines are info records: written when on and the level admits info."""
+    return settings.access_log and settings.log_level in ("debug", "info")
+
+
 def app_from_environment() -> FastAPI:
     """The app for `uvicorn --factory` and its worker processes: settings from DROPSERVE_*."""
-    from service.logs import configure_logging
-
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     return create_app(settings)

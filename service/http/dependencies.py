@@ -53,8 +53,8 @@ class Serving:
 
 def serving_for(request: Request) -> Serving:
     """The serving context, once the API key (when one is set) checks out. A plain call at the top
-    of each inference route, not a FastAPI dependency: resolving one cost every request ~20 us of
-    event-loop time (docs/performance.md), and inference requests are most of the load."""
+    of each inference route, not a FastAPI dependency, whose solving costs every request event-loop
+    time (docs/performance.md), and inference requests are most of the load."""
     serving: Serving = request.app.state.serving
     if serving.settings.api_key is not None:
         _check_bearer(request, serving.settings.api_key.get_secret_value(), "inference")

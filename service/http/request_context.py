@@ -16,14 +16,15 @@ answer is sent: a client does not wait for the server's bookkeeping.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
+import sys
 import time
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,12 +32,12 @@ from models.artifact import LoadedModel
 from service.draining import Drain
 from service.engine.engine import JobReport
 from service.http.metrics import Metrics
+from service.logs import local_second, utc_time
 
 HEADER = "x-request-id"
 _VALID_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+LOGGER = "service.access"  # the logger name its lines carry
 UNROUTED = "(unrouted)"  # the route label of requests that matched no route or were refused before
-
-access_log = logging.getLogger("service.access")
 
 
 @dataclass
@@ -115,15 +116,13 @@ class RequestContext:
         self,
         app: ASGIApp,
         metrics: Metrics,
-        access_log: bool = True,
-        log_format: str = "text",
+        access_log: AccessLog | None = None,
         drain: Drain | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.drain = drain or Drain([])  # hears when requests start; once stopping, answers say close
-        self.access_log = access_log
-        self.fields_in_text = log_format != "json"  # JSON lines carry them as keys instead
+        self.access_log = access_log  # None: no access lines
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -168,36 +167,70 @@ class RequestContext:
         self.metrics.request_done(route, record.method, record.model, record.status, seconds)
         if record.job is not None:
             self.metrics.job_done(record.job)
-        if self.access_log and access_log.isEnabledFor(logging.INFO):
-            log_access(record, route, seconds, self.fields_in_text)
+        if self.access_log is not None:
+            self.access_log.write(record, route, seconds)
 
 
-def log_access(record: RequestRecord, route: str, seconds: float, fields_in_text: bool) -> None:
-    """One line: `METHOD path status latency`, with the record's fields as JSON keys (see
-    service/logs.py) or, in text, as `key=value` after it."""
-    fields: dict[str, Any] = {
-        "request_id": record.request_id,
-        "method": record.method,
-        "path": record.path,
-        "route": route,
-        "status": record.status,
-        "latency_ms": round(seconds * 1000, 3),
-    }
-    if record.model:
-        fields["model"] = record.model
-    if record.version is not None:
-        fields.update(
-            version=record.version,
-            instances=record.instances,
-            samples=record.samples,
-            round_size=record.round_size,
-            queue_wait_ms=round((record.queue_wait_s or 0.0) * 1000, 3),
-            compute_ms=round((record.compute_s or 0.0) * 1000, 3),
-        )
-    message = f"{record.method} {record.path} {record.status} {fields['latency_ms']:.1f} ms"
-    if fields_in_text:
-        message += "".join(f" {key}={value}" for key, value in fields.items() if key not in _IN_MESSAGE)
-    access_log.info(message, extra={"fields": fields})
+class AccessLog:
+    """One line per request on stderr, in the shape of every other log record (service/logs.py):
+    text `<time> INFO service.access: METHOD path status latency key=value ...`, or a JSON object
+    with the same fields as keys.
 
+    Written directly, not through `logging`: a record through the logging module (a LogRecord, a
+    search of the stack for its caller, handler, formatter, lock) cost every request more than the
+    rest of its bookkeeping together (docs/performance.md)."""
 
-_IN_MESSAGE = {"method", "path", "status", "latency_ms"}
+    def __init__(self, log_format: str) -> None:
+        self.json = log_format == "json"
+        self._second = -1  # the second whose text time is in _stamp
+        self._stamp = ""
+
+    def write(self, record: RequestRecord, route: str, seconds: float) -> None:
+        now = time.time()
+        latency_ms = round(seconds * 1000, 3)
+        message = f"{record.method} {record.path} {record.status} {latency_ms:.1f} ms"
+        if self.json:
+            line = orjson.dumps(self._entry(record, route, now, message, latency_ms)).decode()
+        else:
+            if int(now) != self._second:
+                self._second, self._stamp = int(now), local_second(now)
+            line = f"{self._stamp},{int(now * 1000) % 1000:03d} INFO {LOGGER}: {message}"
+            line += f" request_id={record.request_id} route={route}"
+            if record.model:
+                line += f" model={record.model}"
+            if record.version is not None:
+                line += (
+                    f" version={record.version} instances={record.instances} samples={record.samples}"
+                    f" round_size={record.round_size} queue_wait_ms={(record.queue_wait_s or 0) * 1000:.3f}"
+                    f" compute_ms={(record.compute_s or 0) * 1000:.3f}"
+                )
+        sys.stderr.write(line + "\n")
+
+    @staticmethod
+    def _entry(
+        record: RequestRecord, route: str, now: float, message: str, latency_ms: float
+    ) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "time": utc_time(now),
+            "level": "info",
+            "logger": LOGGER,
+            "message": message,
+            "request_id": record.request_id,
+            "method": record.method,
+            "path": record.path,
+            "route": route,
+            "status": record.status,
+            "latency_ms": latency_ms,
+        }
+        if record.model:
+            entry["model"] = record.model
+        if record.version is not None:
+            entry.update(
+                version=record.version,
+                instances=record.instances,
+                samples=record.samples,
+                round_size=record.round_size,
+                queue_wait_ms=round((record.queue_wait_s or 0.0) * 1000, 3),
+                compute_ms=round((record.compute_s or 0.0) * 1000, 3),
+            )
+        return entry

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.http.app import create_app
-from service.logs import JsonFormatter
 from service.settings import Settings
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -84,13 +82,13 @@ def test_an_unexpected_error_names_the_request_too(settings):
     assert error_id(response) == "trace-500"
 
 
-def access_lines(caplog) -> list[logging.LogRecord]:
-    return [record for record in caplog.records if record.name == "service.access"]
+def access_lines(capsys) -> list[str]:
+    """The access lines the app wrote to stderr so far."""
+    return [line for line in capsys.readouterr().err.splitlines() if "service.access" in line]
 
 
-def test_one_json_access_line_per_request(repository, caplog):
+def test_one_json_access_line_per_request(repository, capsys):
     settings = Settings(model_repository=repository, log_format="json")
-    caplog.set_level(logging.INFO, logger="service.access")
     with TestClient(create_app(settings)) as client:
         client.post(
             "/v1/models/mnist-mlp/uncertainty",
@@ -98,10 +96,13 @@ def test_one_json_access_line_per_request(repository, caplog):
             headers={"x-request-id": "log-me"},
         )
         client.post("/v1/models/nope/predict", json={"instances": [[0.0] * 784]})
-    lines = [json.loads(JsonFormatter().format(record)) for record in access_lines(caplog)]
+    lines = [json.loads(line) for line in access_lines(capsys)]
     assert len(lines) == 2
     answered, refused = lines
+    assert answered["logger"] == "service.access" and answered["level"] == "info"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", answered["time"])
     assert answered["message"] == f"POST /v1/models/mnist-mlp/uncertainty 200 {answered['latency_ms']:.1f} ms"
+    assert answered["method"] == "POST" and answered["path"] == "/v1/models/mnist-mlp/uncertainty"
     assert answered["request_id"] == "log-me"
     assert answered["route"] == "/v1/models/{name}/uncertainty"
     assert answered["status"] == 200 and answered["latency_ms"] > 0
@@ -114,29 +115,28 @@ def test_one_json_access_line_per_request(repository, caplog):
     assert "model" not in refused and "samples" not in refused
 
 
-def test_text_access_lines_carry_the_fields_after_the_message(repository, caplog):
-    caplog.set_level(logging.INFO, logger="service.access")
+def test_text_access_lines_carry_the_fields_after_the_message(repository, capsys):
     with TestClient(create_app(Settings(model_repository=repository))) as client:
         client.post("/v1/predict", json={"instances": [[0.5] * 784]}, headers={"x-request-id": "t-1"})
-    (record,) = access_lines(caplog)
-    message = record.getMessage()
-    assert message.startswith("POST /v1/predict 200 ")
-    assert "request_id=t-1" in message and "model=mnist-mlp" in message and "round_size=1" in message
+    (line,) = access_lines(capsys)
+    # The shape of every other text record: local time, level, logger, message.
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO service.access: POST /v1/predict 200 ", line)
+    assert " request_id=t-1 " in line and " model=mnist-mlp " in line and " round_size=1 " in line
 
 
-def test_the_access_log_can_be_turned_off(repository, caplog):
-    caplog.set_level(logging.INFO, logger="service.access")
-    with TestClient(create_app(Settings(model_repository=repository, access_log=False))) as client:
+@pytest.mark.parametrize(("access_log", "log_level"), [(False, "info"), (True, "warning")])
+def test_the_access_log_can_be_turned_off(repository, capsys, access_log, log_level):
+    settings = Settings(model_repository=repository, access_log=access_log, log_level=log_level)
+    with TestClient(create_app(settings)) as client:
         assert client.get("/healthz").headers["x-request-id"]
-    assert access_lines(caplog) == []
+    assert access_lines(capsys) == []
 
 
-def test_a_path_cannot_forge_a_log_line(client, caplog):
-    caplog.set_level(logging.INFO, logger="service.access")
-    client.get("/healthz%0A2026-01-01 INFO forged: GET / 200")
-    (record,) = access_lines(caplog)
-    assert "\n" not in record.getMessage()
-    assert record.fields["path"].startswith("/healthz%0A")
+def test_a_path_cannot_forge_a_log_line(repository, capsys):
+    with TestClient(create_app(Settings(model_repository=repository, log_format="json"))) as client:
+        client.get("/healthz%0A2026-01-01 INFO forged: GET / 200")
+    (line,) = access_lines(capsys)
+    assert json.loads(line)["path"].startswith("/healthz%0A")
 
 
 def test_once_the_server_is_stopping_every_answer_says_connection_close(client):
