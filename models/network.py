@@ -76,9 +76,9 @@ class DropoutMLP(nn.Module):
 @dataclass(frozen=True)
 class Weights:
     """An eval-mode DropoutMLP as plain tensors, read out once: inference then makes no nn.Module
-    attribute lookups (a Python call each; on a request path they added up to tens of microseconds,
-    docs/performance.md). Shares the module's storage, so it sees the weights as they are; a model
-    moved to another device needs a new one."""
+    attribute lookups, each a Python call on the request path (docs/performance.md). Shares the
+    module's storage, so it sees the weights as they are; a model moved to another device needs a
+    new one."""
 
     spec: MLPSpec
     normalization: Normalization
