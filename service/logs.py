@@ -14,10 +14,9 @@ def utc_time(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z"
 
 
-def local_second(created: float) -> str:
-    """2026-12-03 12:36:39: the text lines' time (logging's default asctime) to the second; the
-    milliseconds follow as ",523"."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+def local_time(created: float) -> str:
+    """2026-12-03 12:36:39,523: the text lines' time (logging's default asctime)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) + f",{int(created * 1000) % 1000:03d}"
 
 
 class JsonFormatter(logging.Formatter):

@@ -32,7 +32,7 @@ from models.artifact import LoadedModel
 from service.draining import Drain
 from service.engine.engine import JobReport
 from service.http.metrics import Metrics
-from service.logs import local_second, utc_time
+from service.logs import local_time, utc_time
 
 HEADER = "x-request-id"
 _VALID_ID = re.compile(rb"[\x21-\x7e]{1,128}")
@@ -182,8 +182,6 @@ class AccessLog:
 
     def __init__(self, log_format: str) -> None:
         self.json = log_format == "json"
-        self._second = -1  # the second whose text time is in _stamp
-        self._stamp = ""
 
     def write(self, record: RequestRecord, route: str, seconds: float) -> None:
         now = time.time()
@@ -192,9 +190,7 @@ class AccessLog:
         if self.json:
             line = orjson.dumps(self._entry(record, route, now, message, latency_ms)).decode()
         else:
-            if int(now) != self._second:
-                self._second, self._stamp = int(now), local_second(now)
-            line = f"{self._stamp},{int(now * 1000) % 1000:03d} INFO {LOGGER}: {message}"
+            line = f"{local_time(now)} INFO {LOGGER}: {message}"
             line += f" request_id={record.request_id} route={route}"
             if record.model:
                 line += f" model={record.model}"
