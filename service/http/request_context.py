@@ -49,25 +49,13 @@ class RequestRecord:
     path: str
     started: float  # time.perf_counter()
     status: int = 0
-    model: str = ""
-    version: int | None = None
-    instances: int | None = None
-    samples: int | None = None  # MC passes, for an uncertainty answer
-    round_size: int | None = None  # jobs in the scheduler round of its first step
-    queue_wait_s: float | None = None
-    compute_s: float | None = None
-    job: JobReport | None = None
+    model: str = ""  # the model that answered, or the one the path names when it was refused
+    job: JobReport | None = None  # the inference job it awaited: version, samples, round, timings
 
     def note(self, report: JobReport) -> None:
         """An inference job this request awaited."""
         self.job = report
         self.model = report.loaded.manifest.name
-        self.version = report.loaded.manifest.version
-        self.instances = report.instances
-        self.samples = report.samples or None
-        self.round_size = report.timings.round_size
-        self.queue_wait_s = report.timings.queue_wait_s
-        self.compute_s = report.timings.compute_s
 
 
 _current: ContextVar[RequestRecord | None] = ContextVar("dropserve_request", default=None)
@@ -194,11 +182,14 @@ class AccessLog:
             line += f" request_id={record.request_id} route={route}"
             if record.model:
                 line += f" model={record.model}"
-            if record.version is not None:
+            job = record.job
+            if job is not None:
+                timings = job.timings
                 line += (
-                    f" version={record.version} instances={record.instances} samples={record.samples}"
-                    f" round_size={record.round_size} queue_wait_ms={(record.queue_wait_s or 0) * 1000:.3f}"
-                    f" compute_ms={(record.compute_s or 0) * 1000:.3f}"
+                    f" version={job.loaded.manifest.version} instances={job.instances}"
+                    f" samples={job.samples or None} round_size={timings.round_size}"
+                    f" queue_wait_ms={timings.queue_wait_s * 1000:.3f}"
+                    f" compute_ms={timings.compute_s * 1000:.3f}"
                 )
         sys.stderr.write(line + "\n")
 
@@ -220,13 +211,14 @@ class AccessLog:
         }
         if record.model:
             entry["model"] = record.model
-        if record.version is not None:
+        job = record.job
+        if job is not None:
             entry.update(
-                version=record.version,
-                instances=record.instances,
-                samples=record.samples,
-                round_size=record.round_size,
-                queue_wait_ms=round((record.queue_wait_s or 0.0) * 1000, 3),
-                compute_ms=round((record.compute_s or 0.0) * 1000, 3),
+                version=job.loaded.manifest.version,
+                instances=job.instances,
+                samples=job.samples or None,
+                round_size=job.timings.round_size,
+                queue_wait_ms=round(job.timings.queue_wait_s * 1000, 3),
+                compute_ms=round(job.timings.compute_s * 1000, 3),
             )
         return entry
