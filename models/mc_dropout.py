@@ -101,8 +101,8 @@ def predict_logits(model: Network, x: Tensor) -> Tensor:
     calls as model(x) in eval mode."""
     w = weights_of(model)
     h = w.normalize(x)
-    for layer in w.hidden:
-        h = w.activation(F.linear(h, *layer))
+    for index in range(len(w.hidden)):
+        h = w.hidden_layer(index, h)
     return F.linear(h, *w.output)
 
 
