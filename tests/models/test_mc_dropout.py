@@ -89,6 +89,20 @@ def test_deterministic_prediction_is_the_eval_forward():
         assert torch.equal(predict_logits(Weights.of(model), x), model(x))  # what the service holds
 
 
+def test_weights_share_the_module_s_storage():
+    # Inference reads Weights taken once; training changes the module's parameters in place.
+    model = tiny_model()
+    weights = Weights.of(model)
+    x = torch.rand(3, 784)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1.5)
+        assert torch.equal(predict_logits(weights, x), model(x))
+    assert torch.equal(
+        mc_dropout_logits(weights, x, 5, MaskSource(1)), mc_dropout_logits(model, x, 5, MaskSource(1))
+    )
+
+
 def test_no_samples_is_refused():
     with pytest.raises(ValueError):
         mc_dropout_logits(tiny_model(), torch.rand(1, 784), 0, MaskSource(0))
