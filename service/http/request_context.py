@@ -175,50 +175,28 @@ class AccessLog:
         now = time.time()
         latency_ms = round(seconds * 1000, 3)
         message = f"{record.method} {record.path} {record.status} {latency_ms:.1f} ms"
+        fields = _fields(record, route)
         if self.json:
-            line = orjson.dumps(self._entry(record, route, now, message, latency_ms)).decode()
-        else:
-            line = f"{local_time(now)} INFO {LOGGER}: {message}"
-            line += f" request_id={record.request_id} route={route}"
-            if record.model:
-                line += f" model={record.model}"
-            job = record.job
-            if job is not None:
-                timings = job.timings
-                line += (
-                    f" version={job.loaded.manifest.version} instances={job.instances}"
-                    f" samples={job.samples or None} round_size={timings.round_size}"
-                    f" queue_wait_ms={timings.queue_wait_s * 1000:.3f}"
-                    f" compute_ms={timings.compute_s * 1000:.3f}"
-                )
+            head = {"time": utc_time(now), "level": "info", "logger": LOGGER, "message": message}
+            where = {"method": record.method, "path": record.path, "status": record.status}
+            line = orjson.dumps({**head, **where, "latency_ms": latency_ms, **fields}).decode()
+        else:  # the method, path, status and latency are the message
+            pairs = " ".join([f"{key}={value}" for key, value in fields.items()])
+            line = f"{local_time(now)} INFO {LOGGER}: {message} {pairs}"
         sys.stderr.write(line + "\n")
 
-    @staticmethod
-    def _entry(
-        record: RequestRecord, route: str, now: float, message: str, latency_ms: float
-    ) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "time": utc_time(now),
-            "level": "info",
-            "logger": LOGGER,
-            "message": message,
-            "request_id": record.request_id,
-            "method": record.method,
-            "path": record.path,
-            "route": route,
-            "status": record.status,
-            "latency_ms": latency_ms,
-        }
-        if record.model:
-            entry["model"] = record.model
-        job = record.job
-        if job is not None:
-            entry.update(
-                version=job.loaded.manifest.version,
-                instances=job.instances,
-                samples=job.samples or None,
-                round_size=job.timings.round_size,
-                queue_wait_ms=round(job.timings.queue_wait_s * 1000, 3),
-                compute_ms=round(job.timings.compute_s * 1000, 3),
-            )
-        return entry
+
+def _fields(record: RequestRecord, route: str) -> dict[str, Any]:
+    """The access line's fields beside its message; those of the job when there was one."""
+    fields: dict[str, Any] = {"request_id": record.request_id, "route": route}
+    if record.model:
+        fields["model"] = record.model
+    job = record.job
+    if job is not None:
+        fields["version"] = job.loaded.manifest.version
+        fields["instances"] = job.instances
+        fields["samples"] = job.samples or None
+        fields["round_size"] = job.timings.round_size
+        fields["queue_wait_ms"] = round(job.timings.queue_wait_s * 1000, 3)
+        fields["compute_ms"] = round(job.timings.compute_s * 1000, 3)
+    return fields
