@@ -108,7 +108,9 @@ def _decode(
         return decode_image(data, settings.max_image_pixels, budget).reshape(PIXELS)
 
     if media_type == "application/json" or media_type.endswith("+json"):
-        parsed = _parse_json(body)
+        parsed = parse_json(body, "NaN and Infinity are not JSON")
+        if not isinstance(parsed, dict) or "instances" not in parsed:
+            raise ApiError(400, 'the JSON body must be an object with an "instances" list')
         options = {**options, **{k: parsed[k] for k in OPTION_FIELDS if k in parsed}}
         booleans = b"true" in body or b"false" in body
         pixels = instances_to_pixels(parsed["instances"], settings, image, booleans)
@@ -129,14 +131,12 @@ def _decode(
     return InferenceRequest(pixels=pixels, **parse_options(options, settings))
 
 
-def _parse_json(raw: bytes) -> dict[str, Any]:
+def parse_json(raw: bytes, advice: str) -> Any:
+    """The body's JSON value; 400 with `advice` when it is not JSON."""
     try:
-        body = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise ApiError(400, f"malformed JSON ({e}); NaN and Infinity are not JSON") from None
-    if not isinstance(body, dict) or "instances" not in body:
-        raise ApiError(400, 'the JSON body must be an object with an "instances" list')
-    return body
+        raise ApiError(400, f"malformed JSON ({e}); {advice}") from None
 
 
 def instances_to_pixels(
@@ -156,25 +156,34 @@ def instances_to_pixels(
 
 
 def _numbers(value: list[Any], booleans: bool) -> np.ndarray | None:
-    """A rectangular nested list of JSON numbers as float32; None when it is ragged or holds anything
-    else (strings such as "0.5", booleans, objects, nulls)."""
-    try:
-        array = np.asarray(value)  # no dtype: strings stay strings and booleans booleans
-    except (ValueError, TypeError):  # ragged
+    """`json_numbers` as float32."""
+    array = json_numbers(value, booleans)
+    if array is None:
         return None
-    if array.dtype.kind not in "iuf":
-        return None
-    if booleans and any(isinstance(x, bool) for x in json_leaves(value)):
-        return None  # True beside numbers became 1.0
     with np.errstate(over="ignore"):  # past float32's range becomes inf, refused as not finite
         return array.astype(np.float32)
 
 
-def json_leaves(value: list[Any]) -> Iterator[Any]:
+def json_numbers(value: list[Any], booleans: bool) -> np.ndarray | None:
+    """A rectangular nested list of JSON numbers as an array; None when it is ragged or holds anything
+    else (strings such as "0.5", booleans, objects, nulls). `booleans`: the body holds `true` or
+    `false` somewhere, so look for them among the numbers (numpy reads True as 1)."""
+    try:
+        array = np.asarray(value)  # no dtype: strings stay strings and booleans booleans
+    except (ValueError, TypeError, OverflowError):  # ragged
+        return None
+    if array.dtype.kind not in "iuf":
+        return None
+    if booleans and any(isinstance(x, bool) for x in _leaves(value)):
+        return None  # True beside numbers became 1.0
+    return array
+
+
+def _leaves(value: list[Any]) -> Iterator[Any]:
     """The non-list values of a nested JSON list, in order."""
     for item in value:
         if isinstance(item, list):
-            yield from json_leaves(item)
+            yield from _leaves(item)
         else:
             yield item
 
@@ -203,12 +212,17 @@ def _instance_pixels(
 
 def _check_pixels(pixels: np.ndarray, where: str) -> np.ndarray:
     """(B, 784) float32 pixels, refused unless finite and in [0, 1]."""
-    # min and max carry NaN through, so in the common case two reductions check everything
-    if not (pixels.min() >= 0.0 and pixels.max() <= 1.0):
-        if not np.isfinite(pixels).all():
-            raise ApiError(422, f"{where}: pixel values must be finite numbers")
-        raise ApiError(422, f"{where}: pixel values must be in [0, 1]; divide 0-255 values by 255")
+    check_range(pixels, 1.0, 422, where, "pixel values must be in [0, 1]; divide 0-255 values by 255")
     return pixels
+
+
+def check_range(values: np.ndarray, high: float, status: int, where: str, advice: str) -> None:
+    """Refuse with `status` unless every value is finite and in [0, high]."""
+    # min and max carry NaN through, so in the common case two reductions check everything
+    if values.size and not (values.min() >= 0 and values.max() <= high):
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ApiError(status, f"{where}: values must be finite numbers (no NaN or infinity)")
+        raise ApiError(status, f"{where}: {advice}")
 
 
 async def _multipart_images(request: Request, settings: Settings) -> list[bytes]:

@@ -26,7 +26,7 @@ import orjson
 
 from models.spec import MLPSpec
 from service.engine.compute import UncertaintyResult
-from service.http.decoding import MAX_SEED, json_leaves
+from service.http.decoding import MAX_SEED, check_range, json_numbers, parse_json
 from service.http.errors import ApiError, quote
 from service.settings import Settings
 
@@ -72,7 +72,11 @@ def decode_infer_request(
 ) -> InferRequest:
     """An infer body (with its Inference-Header-Content-Length, if any) -> a validated request."""
     header, binary = _split(body, header_length)
-    request = _object(_parse_json(header), "the request")
+    advice = (
+        "send an inference request object, with Inference-Header-Content-Length giving its length "
+        "when binary tensor data follow it"
+    )
+    request = _object(parse_json(header, advice), "the request")
     _known_keys(request, ("id", "parameters", "inputs", "outputs"), "the request")
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -152,17 +156,6 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes | None]
             f"the body, at most the body's {len(body)} bytes; got {quote(header_length)}",
         )
     return body[: int(text)], body[int(text) :]
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise ApiError(
-            400,
-            f"malformed JSON ({e}); send an inference request object, with Inference-Header-Content-Length "
-            "giving its length when binary tensor data follow it",
-        ) from None
 
 
 def _parameters(parameters: Any, settings: Settings) -> tuple[int | None, int | None, bool, float | None]:
@@ -251,7 +244,8 @@ def _input_pixels(
     pixels = values.reshape(batch, spec.input_size)
     if datatype == "UINT8":
         return pixels.astype(np.float32) / 255.0  # as images.py scales decoded images
-    _check_range(pixels, 1.0, "FP32 values must be in [0, 1]; send 0-255 values as UINT8 or divide by 255")
+    advice = "FP32 values must be in [0, 1]; send 0-255 values as UINT8 or divide by 255"
+    check_range(pixels, 1.0, 400, f"input {INPUT!r}", advice)
     return np.ascontiguousarray(pixels, dtype=np.float32)
 
 
@@ -308,38 +302,24 @@ def _binary_values(
 
 
 def _json_values(data: Any, datatype: str, booleans: bool) -> np.ndarray:
-    """`data`, flat or nested row-major, -> the values as one flat array of the datatype. `booleans`:
-    the JSON holds `true`/`false` somewhere, so look for them among the numbers (numpy reads True as 1)."""
+    """`data`, flat or nested row-major, -> the values as one flat array of the datatype; `booleans`
+    as in `json_numbers`."""
     if not isinstance(data, list):
         raise ApiError(
             400,
             f"input {INPUT!r}: data must be a list of numbers (flat or nested), or binary tensor data "
             "with binary_data_size",
         )
-    try:
-        array = np.asarray(data)
-    except (ValueError, TypeError, OverflowError):
-        array = None
-    if (
-        array is None
-        or array.dtype.kind not in "iuf"
-        or (booleans and any(isinstance(x, bool) for x in json_leaves(data)))
-    ):
+    array = json_numbers(data, booleans)
+    if array is None:
         raise ApiError(400, f"input {INPUT!r}: data must be a rectangular list of numbers (no booleans)")
     if datatype == "FP32":
         return array.reshape(-1)  # range-checked as float64, so 1e300 is out of range, not "inf"
-    _check_range(array, 255, "UINT8 values must be integers in [0, 255]; send [0, 1] values as FP32")
+    advice = "UINT8 values must be integers in [0, 255]; send [0, 1] values as FP32"
+    check_range(array, 255, 400, f"input {INPUT!r}", advice)
     if array.dtype.kind == "f" and not np.array_equal(array, np.floor(array)):
-        raise ApiError(400, "UINT8 values must be integers in [0, 255]; send [0, 1] values as FP32")
+        raise ApiError(400, advice)
     return array.reshape(-1).astype(np.uint8)
-
-
-def _check_range(values: np.ndarray, high: float, message: str) -> None:
-    # min and max carry NaN through, so in the common case two reductions check everything
-    if values.size and not (values.min() >= 0 and values.max() <= high):
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            raise ApiError(400, f"input {INPUT!r}: values must be finite numbers (no NaN or infinity)")
-        raise ApiError(400, f"input {INPUT!r}: {message}")
 
 
 def _requested_outputs(
