@@ -27,9 +27,10 @@ ECE_BINS = 15
 
 
 def predict_deterministic(model: DropoutMLP, x: Tensor) -> Tensor:
-    """(N, 784) -> (N, C) eval-mode probabilities."""
+    """(N, 784) -> (N, C) eval-mode probabilities, on the CPU whatever the model's device: the metrics
+    meet them there with the MC statistics (the compiled last layer's passes are computed there)."""
     batches = [predict_logits(model, x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
-    return torch.softmax(torch.cat(batches), dim=-1)
+    return torch.softmax(torch.cat(batches), dim=-1).cpu()
 
 
 def summarize_passes(logits: Tensor) -> UncertaintySummary:
@@ -68,6 +69,7 @@ def evaluate(
     The largest T is sampled once per batch and every smaller T is its first passes, so the whole
     grid costs max(T) passes, not their sum; the primary T's statistics feed OOD and selection.
     """
+    y = y.cpu()  # beside the probabilities: MC logits come back on the CPU
     counts = sorted({*grid, samples})
     masks = MaskSource(seed)
     means: dict[int, list[Tensor]] = {t: [] for t in counts}
