@@ -243,6 +243,7 @@ def main() -> int:
     environment = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "cpus": os.cpu_count(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
@@ -271,6 +272,18 @@ def main() -> int:
     for g in goals + checks:
         print(f"{'ok  ' if g['ok'] else 'FAIL'} {g['name']}: {g['detail']}")
     return 1 if any(not g["ok"] for g in goals + checks) else 0
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its widest vector extension: absolute figures depend on both."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    name = names[0] if names else "?"
+    flags = set(info.split())
+    return f"{name} ({'avx512f' if 'avx512f' in flags else 'avx2' if 'avx2' in flags else 'no avx2'})"
 
 
 def _describe(root: Path) -> str:
