@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARTIFACTS ?= artifacts
 MODEL  ?= mnist-mlp
 
-.PHONY: setup run serve train test test-fast test-blas-paths lint format typecheck clean browser
+.PHONY: setup run serve train test test-fast test-blas-paths check-cuda lint format typecheck clean browser
 
 setup: $(STAMP)
 
@@ -68,6 +68,11 @@ browser:
 		echo "(make test-fast runs without it: it leaves out the integration tests, the browser's too)"; \
 		exit 1; \
 	fi
+
+# On a machine with a GPU: train with --device cuda, serve with DROPSERVE_DEVICE=cuda, and check
+# the answers on real MNIST digits (deploy/cuda_check.py). CI has no GPU; exits 2 where torch sees none.
+check-cuda: setup data
+	$(BIN)/python deploy/cuda_check.py
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"
