@@ -170,7 +170,7 @@ def json_numbers(value: list[Any], booleans: bool) -> np.ndarray | None:
     `false` somewhere, so look for them among the numbers (numpy reads True as 1)."""
     try:
         array = np.asarray(value)  # no dtype: strings stay strings and booleans booleans
-    except (ValueError, TypeError, OverflowError):  # ragged
+    except (ValueError, TypeError, OverflowError):  # ragged, or a number numpy cannot hold
         return None
     if array.dtype.kind not in "iuf":
         return None
