@@ -92,7 +92,8 @@ def _to_grayscale(image: Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float32)
         peak = 65535.0 if image.mode.startswith("I;16") else max(1.0, float(array.max()))
-        return np.clip(array / peak, 0.0, 1.0)
+        with np.errstate(invalid="ignore"):  # inf / inf is NaN: refused as not finite by the caller
+            return np.clip(array / peak, 0.0, 1.0)
     return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
 
 
