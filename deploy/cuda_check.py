@@ -13,6 +13,7 @@ where one is, e.g. after changing training or the engine.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -71,6 +72,38 @@ def ood_share(client: httpx.Client, instances: list) -> float:
     return float(np.mean([p["ood"] for p in answer["predictions"]]))
 
 
+def same_bytes_beside_crowd(
+    client: httpx.Client, fixed: dict, lone: dict[str, bytes], images: np.ndarray
+) -> bool:
+    """`fixed` sent 50 times to each route of `lone` while 32 other clients send other digits to
+    both routes: True when every body equals the lone answer's."""
+    stop, statuses = threading.Event(), []
+
+    def other_client(index: int) -> None:
+        with httpx.Client(base_url=URL, timeout=60) as crowd:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                image = images[1 + (index * 7919 + n) % (len(images) - 1)].tolist()
+                if n % 2:
+                    response = crowd.post("/v1/uncertainty", json={"instances": [image], "seed": n})
+                else:
+                    response = crowd.post("/v1/predict", json={"instances": [image]})
+                statuses.append(response.status_code)
+
+    with ThreadPoolExecutor(32) as pool:
+        for index in range(32):
+            pool.submit(other_client, index)
+        time.sleep(1.0)  # the crowd is going
+        same = all(post(client, path, fixed) == body for path, body in lone.items() for _ in range(50))
+        stop.set()
+    print(
+        f"a fixed request 50 times per route beside 32 clients ({len(statuses)} other answers, "
+        f"statuses {sorted(set(statuses))}): every body the lone one's: {same}"
+    )
+    return same
+
+
 def check(version: Path, images: np.ndarray, labels: np.ndarray) -> bool:
     """images (N, 784) in [0, 1], labels (N,): every check printed, True when all hold."""
     with httpx.Client(base_url=URL, timeout=60) as client:
@@ -104,29 +137,7 @@ def check(version: Path, images: np.ndarray, labels: np.ndarray) -> bool:
             f"{noise_ood:.0%} of 32 noise images, {digits_ood:.0%} of 200 test digits"
         )
 
-        stop, others = threading.Event(), []
-
-        def other_client(index: int) -> None:
-            with httpx.Client(base_url=URL, timeout=60) as crowd:
-                for n in range(1_000_000):
-                    if stop.is_set():
-                        return
-                    image = images[1 + (index * 7919 + n) % (len(images) - 1)].tolist()
-                    body = {"instances": [image], "samples": 100, "seed": n}
-                    others.append(
-                        crowd.post("/v1/uncertainty" if n % 2 else "/v1/predict", json=body).status_code
-                    )
-
-        with ThreadPoolExecutor(32) as pool:
-            for index in range(32):
-                pool.submit(other_client, index)
-            time.sleep(1.0)
-            same = all(post(client, path, fixed) == body for path, body in lone.items() for _ in range(50))
-            stop.set()
-        print(
-            f"a fixed request 50 times per route beside 32 clients ({len(others)} other answers, "
-            f"statuses {sorted(set(others))}): every body the lone one's: {same}"
-        )
+        same = same_bytes_beside_crowd(client, fixed, lone, images)
     return accuracy >= 0.95 and agree >= 0.99 and repeated and same and noise_ood >= 0.5 and digits_ood <= 0.2
 
 
