@@ -70,9 +70,9 @@ browser:
 	fi
 
 # On a machine with a GPU: train with --device cuda, serve with DROPSERVE_DEVICE=cuda, and check
-# the answers on real MNIST digits (deploy/cuda_check.py). CI has no GPU; exits 2 where torch sees none.
+# the answers on real MNIST digits (bench/cuda_check.py). CI has no GPU; exits 2 where torch sees none.
 check-cuda: setup data
-	$(BIN)/python deploy/cuda_check.py
+	$(BIN)/python -m bench.cuda_check
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,10 +27,12 @@ import httpx
 import numpy as np
 import torch
 
+from bench.servers import Server, serving
 from models.artifact import load_artifact
 from models.mc_dropout import predict_logits
 from training.datasets import load_dataset
 
+ROOT = Path(__file__).resolve().parents[1]
 PORT = 8123
 URL = f"http://127.0.0.1:{PORT}"
 
@@ -40,24 +41,6 @@ def train(artifacts: Path) -> Path:
     command = [sys.executable, "-m", "training", "--dataset", "mnist", "--recipe", "seed", "--device", "cuda"]
     subprocess.run([*command, "--artifacts", str(artifacts), "--no-progress"], check=True)
     return max((artifacts / "mnist-mlp").iterdir(), key=lambda p: int(p.name))
-
-
-def serve(artifacts: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DROPSERVE_MODEL_REPOSITORY": str(artifacts), "DROPSERVE_DEVICE": "cuda"}
-    env.update(DROPSERVE_PORT=str(PORT), DROPSERVE_HOST="127.0.0.1")
-    with log.open("wb") as output:
-        server = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=output, stderr=output)
-    for _ in range(300):
-        try:
-            if httpx.get(f"{URL}/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if server.poll() is not None:
-            break
-        time.sleep(0.2)
-    server.kill()
-    raise SystemExit(f"the server did not get ready on cuda:\n{log.read_text()[-3000:]}")
 
 
 def post(client: httpx.Client, path: str, body: dict) -> bytes:
@@ -160,12 +143,11 @@ def main() -> int:
             f"trained on cuda in {time.perf_counter() - started:.1f} s (the job's wall time, evaluation "
             f"included): test accuracy {metrics['test_accuracy']:.4f}, MC {metrics['test_accuracy_mc']:.4f}"
         )
-        server = serve(artifacts, artifacts / "server.log")
-        try:
+        env = {"DROPSERVE_MODEL_REPOSITORY": str(artifacts), "DROPSERVE_DEVICE": "cuda"}
+        env.update(DROPSERVE_PORT=str(PORT), DROPSERVE_HOST="127.0.0.1")
+        server = Server("cuda", PORT, [sys.executable, "-m", "service"], ROOT, env, "/readyz", ())
+        with serving(server, artifacts / "server.log"):
             passed = check(version, images, splits.y_test[: args.images])
-        finally:
-            server.terminate()
-            server.wait(30)
     print("cuda check", "passed" if passed else "FAILED")
     return 0 if passed else 1
 
