@@ -4,6 +4,7 @@
  * - `masked_output`: the last dropout and the output layer of T passes, drawing the masks as it goes.
  * - `accumulate` and `finish`: the uncertainty statistics of the passes (models/uncertainty.py wraps
  *   them; a plain Python reference lives in the tests).
+ * - `temper`: temperature scaling of the MC mean (models/calibration.py wraps it).
  *
  * At one image and T = 100 the same work in torch and numpy is some twenty calls of a few
  * microseconds each; here it is three (docs/performance.md). Arrays are read through the buffer
@@ -118,13 +119,13 @@ static inline uint64_t keep_mask(const uint64_t *words, uint64_t u, int n, int b
     return mask;
 }
 
-/* Classes are summed LANES at a time: fixed-size accumulators the compiler keeps in registers. */
-#define LANES 16
+/* Classes are summed LANES at a time: fixed-size accumulators the compiler keeps in registers. Three
+ * vectors of 4 floats: ten classes fit one block of lanes. */
+#define LANES 12
+typedef float vector __attribute__((vector_size(16)));
 
-/* sum += rows[j] (LANES floats at stride `stride`), times x[j] unless x is NULL, for each set bit j of
- * `mask` in increasing j. */
+/* sum += x[j] * rows[j] (LANES floats at stride `stride`) for each set bit j of `mask`, in increasing j. */
 static inline void add_kept(float *sum, const float *rows, const float *x, Py_ssize_t stride, uint64_t mask) {
-    typedef float vector __attribute__((vector_size(16)));
     vector s[LANES / 4];
     memcpy(s, sum, sizeof s);
     for (; mask != 0; mask &= mask - 1) {
@@ -132,10 +133,61 @@ static inline void add_kept(float *sum, const float *rows, const float *x, Py_ss
         for (int v = 0; v < LANES / 4; v++) {
             vector row;
             memcpy(&row, rows + j * stride + 4 * v, sizeof row);
-            s[v] += x != NULL ? x[j] * row : row;
+            s[v] += x[j] * row;
         }
     }
     memcpy(sum, s, sizeof s);
+}
+
+/* When the passes share h, units go in groups of 4 and a pass adds one precomputed sum per group, its
+ * kept subset's: table (groups, 16, padded) holds for group g and subset e (bit k: unit 4g + k kept)
+ * the sum of h[j] * columns[j] over the subset, in increasing j; units past D count 0. Built once per
+ * input, it turns a pass's one addition per kept unit into one per 4 units. */
+#define GROUP 4
+#define SUBSETS (1 << GROUP)
+
+static void build_table(float *table, const float *h, const float *columns, Py_ssize_t D, Py_ssize_t padded) {
+    for (Py_ssize_t g = 0; g * GROUP < D; g++) {
+        float *sums = table + g * SUBSETS * padded;
+        memset(sums, 0, sizeof(float) * (size_t)padded); /* the empty subset */
+        for (int e = 1; e < SUBSETS; e++) { /* the subset less its highest unit j, then j */
+            const int k = 31 - __builtin_clz((unsigned)e);
+            const Py_ssize_t j = g * GROUP + k;
+            const float *rest = sums + (e ^ (1 << k)) * padded;
+            if (j >= D) {
+                memcpy(sums + e * padded, rest, sizeof(float) * (size_t)padded);
+                continue;
+            }
+            for (Py_ssize_t c = 0; c < padded; c++) sums[e * padded + c] = rest[c] + h[j] * columns[j * padded + c];
+        }
+    }
+}
+
+/* s += LANES floats of sums */
+static inline void add_sums(vector *s, const float *sums) {
+    for (int v = 0; v < LANES / 4; v++) {
+        vector x;
+        memcpy(&x, sums + 4 * v, sizeof x);
+        s[v] += x;
+    }
+}
+
+/* sum += the table's sums (LANES floats at stride `padded`) of the kept subsets in `mask`, groups of
+ * its n units in increasing order, the even and the odd ones in two sums (two chains of additions)
+ * added at the end. */
+static inline void add_groups(float *sum, const float *table, Py_ssize_t padded, uint64_t mask, int n) {
+    vector even[LANES / 4], odd[LANES / 4] = {0};
+    memcpy(even, sum, sizeof even);
+    const int groups = (n + GROUP - 1) / GROUP;
+    const Py_ssize_t step = SUBSETS * padded; /* a group's sums */
+    int g = 0;
+    for (; g + 1 < groups; g += 2, mask >>= 2 * GROUP) {
+        add_sums(even, table + g * step + (mask & (SUBSETS - 1)) * padded);
+        add_sums(odd, table + (g + 1) * step + ((mask >> GROUP) & (SUBSETS - 1)) * padded);
+    }
+    if (g < groups) add_sums(even, table + g * step + (mask & (SUBSETS - 1)) * padded); /* one left */
+    for (int v = 0; v < LANES / 4; v++) even[v] += odd[v];
+    memcpy(sum, even, sizeof even);
 }
 
 /* masked_output(h, weight, bias, logits, scale, key, first_block, bits, threshold): T passes of
@@ -144,7 +196,8 @@ static inline void add_kept(float *sum, const float *rows, const float *x, Py_ss
  * float32, written. Unit (t, b, j) is draw (t * B + b) * D + j of `bits` bits (1, 8 or 16) of the
  * Philox stream keyed by `key` from block `first_block`, kept when the draw is at least `threshold`;
  * with bits 0 every unit is kept and nothing is drawn. Each logit sums the float32 products
- * h[j] * weight[c, j] of the kept units in increasing j, then scales and adds the bias. */
+ * h[j] * weight[c, j] of the kept units in a fixed order, then scales and adds the bias: in increasing
+ * j when h is per pass; in increasing groups of 4 units (build_table) when the passes share h. */
 static PyObject *masked_output(PyObject *self, PyObject *args) {
     PyObject *objects[4];
     double scale;
@@ -176,14 +229,13 @@ static PyObject *masked_output(PyObject *self, PyObject *args) {
     }
     const Py_ssize_t padded = (C + LANES - 1) / LANES * LANES, units = T * B * D;
     const Py_ssize_t blocks = (units * bits + 255) / 256;
-    /* columns (D, padded): weight transposed, zero past C; when the passes share h, products[b]
-     * (D, padded): h[b, j] * columns[j], once per input */
+    /* columns (D, padded): weight transposed, zero past C; table: see build_table */
     float *columns = calloc((size_t)(D * padded), sizeof(float));
-    float *products = shared ? malloc(sizeof(float) * (size_t)(B * D * padded)) : NULL;
+    float *table = shared ? malloc(sizeof(float) * (size_t)((D + GROUP - 1) / GROUP * SUBSETS * padded)) : NULL;
     uint64_t *words = malloc(sizeof(uint64_t) * (size_t)(4 * blocks + 1));
-    if (columns == NULL || (shared && products == NULL) || words == NULL) {
+    if (columns == NULL || (shared && table == NULL) || words == NULL) {
         free(columns);
-        free(products);
+        free(table);
         free(words);
         release_all(views, 4);
         return PyErr_NoMemory();
@@ -195,28 +247,27 @@ static PyObject *masked_output(PyObject *self, PyObject *args) {
     PyThreadState *thread = gil_free ? PyEval_SaveThread() : NULL;
     for (Py_ssize_t c = 0; c < C; c++)
         for (Py_ssize_t j = 0; j < D; j++) columns[j * padded + c] = weight[c * D + j];
-    for (Py_ssize_t i = 0; shared && i < B * D; i++)
-        for (Py_ssize_t c = 0; c < padded; c++) products[i * padded + c] = h[i] * columns[(i % D) * padded + c];
     philox_blocks(key, first, blocks, words);
-    for (Py_ssize_t row = 0; row < T * B; row++) { /* row = t * B + b */
-        const float *x = shared ? NULL : h + row * D;
-        const float *rows = shared ? products + (row % B) * D * padded : columns;
-        float *out = logits + row * C;
-        for (Py_ssize_t c0 = 0; c0 < padded; c0 += LANES) {
-            float sum[LANES] = {0.0f};
-            for (Py_ssize_t j0 = 0; j0 < D; j0 += 64) {
-                const int n = D - j0 < 64 ? (int)(D - j0) : 64;
-                const uint64_t mask = keep_mask(words, (uint64_t)(row * D + j0), n, bits, (unsigned)threshold);
-                if (shared) add_kept(sum, rows + j0 * padded + c0, NULL, padded, mask);
-                else add_kept(sum, rows + j0 * padded + c0, x + j0, padded, mask);
+    for (Py_ssize_t b = 0; b < (shared ? B : 1); b++) { /* shared: input b's passes, with its table */
+        if (shared) build_table(table, h + b * D, columns, D, padded);
+        for (Py_ssize_t row = shared ? b : 0; row < T * B; row += shared ? B : 1) { /* row = t * B + b */
+            float *out = logits + row * C;
+            for (Py_ssize_t c0 = 0; c0 < padded; c0 += LANES) {
+                float sum[LANES] = {0.0f};
+                for (Py_ssize_t j0 = 0; j0 < D; j0 += 64) {
+                    const int n = D - j0 < 64 ? (int)(D - j0) : 64;
+                    const uint64_t mask = keep_mask(words, (uint64_t)(row * D + j0), n, bits, (unsigned)threshold);
+                    if (shared) add_groups(sum, table + j0 / GROUP * SUBSETS * padded + c0, padded, mask, n);
+                    else add_kept(sum, columns + j0 * padded + c0, h + row * D + j0, padded, mask);
+                }
+                for (Py_ssize_t c = c0; c < C && c < c0 + LANES; c++)
+                    out[c] = bias[c] + factor * sum[c - c0];
             }
-            for (Py_ssize_t c = c0; c < C && c < c0 + LANES; c++)
-                out[c] = bias[c] + factor * sum[c - c0];
         }
     }
     if (gil_free) PyEval_RestoreThread(thread);
     free(columns);
-    free(products);
+    free(table);
     free(words);
     release_all(views, 4);
     Py_RETURN_NONE;
@@ -349,6 +400,37 @@ static PyObject *finish(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* temper(p, temperature, out): each row of p (B, C) float64 -> softmax(log p / temperature) into out
+ * (B, C) float64, as (p / max p)^(1 / temperature) (libm's pow) divided by their sum, added left to
+ * right; a class with p = 0 keeps 0. */
+static PyObject *temper(PyObject *self, PyObject *args) {
+    PyObject *objects[2];
+    double temperature;
+    if (!PyArg_ParseTuple(args, "OdO", &objects[0], &temperature, &objects[1])) return NULL;
+    Py_buffer views[2];
+    if (get_array(objects[0], &views[0], "p", "d", DIMS(2), 0) < 0) return NULL;
+    if (get_array(objects[1], &views[1], "out", "d", DIMS(2), 1) < 0) {
+        release_all(views, 1);
+        return NULL;
+    }
+    const Py_ssize_t B = views[0].shape[0], C = views[0].shape[1];
+    if (!(temperature > 0.0) || memcmp(views[1].shape, views[0].shape, 2 * sizeof(Py_ssize_t)) != 0) {
+        release_all(views, 2);
+        PyErr_SetString(PyExc_ValueError, "temper: p and out (B, C) disagree, or the temperature is not positive");
+        return NULL;
+    }
+    const double exponent = 1.0 / temperature;
+    for (Py_ssize_t b = 0; b < B; b++) {
+        const double *row = (const double *)views[0].buf + b * C;
+        double *out = (double *)views[1].buf + b * C, top = 0.0, total = 0.0;
+        for (Py_ssize_t c = 0; c < C; c++) top = row[c] > top ? row[c] : top;
+        for (Py_ssize_t c = 0; c < C; c++) total += out[c] = pow(row[c] / top, exponent);
+        for (Py_ssize_t c = 0; c < C; c++) out[c] /= total;
+    }
+    release_all(views, 2);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"philox", philox, METH_VARARGS,
      "philox(key, first_block, words): the Philox4x64-10 stream keyed by key from block first_block "
@@ -361,6 +443,8 @@ static PyMethodDef methods[] = {
      "float64, writing each pass's softmax into probs (t, B, C) float64."},
     {"finish", finish, METH_VARARGS,
      "finish(state, stats): the statistics of each input's passes into stats (B, 2C + 4) float64."},
+    {"temper", temper, METH_VARARGS,
+     "temper(p, temperature, out): softmax(log p / temperature) of each row of p (B, C) float64 into out."},
     {NULL, NULL, 0, NULL},
 };
 

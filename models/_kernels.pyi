@@ -27,3 +27,6 @@ def accumulate(logits: np.ndarray, state: np.ndarray, probs: np.ndarray) -> None
 def finish(state: np.ndarray, stats: np.ndarray) -> None:
     """Per input [mean (C) | std (C) | predictive entropy | expected entropy | mutual information |
     variation ratio] into stats (B, 2C + 4) float64."""
+
+def temper(p: np.ndarray, temperature: float, out: np.ndarray) -> None:
+    """softmax(log p / temperature) of each row of p (B, C) float64 into out (B, C) float64."""

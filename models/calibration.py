@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from models import _kernels
 from models.spec import Abstention
 from models.uncertainty import UncertaintySummary
 
@@ -28,21 +29,16 @@ _SEARCH_STEPS = 60  # the bracket shrinks 0.618x per step: 60 steps leave ~1e-12
 def apply_temperature(mean_probabilities: np.ndarray, temperature: float) -> np.ndarray:
     """p̄ (B, C) -> softmax(log p̄ / temperature) (B, C) float64; the array itself at temperature 1.
 
-    Row by row in Python floats: the power is libm's pow (the statistics kernel uses libm too), not
-    numpy's, whose transcendental functions take CPU-specific vector paths, and an answer's bytes
-    must not depend on the CPU; the rest is IEEE arithmetic in a fixed order. A class with p̄ = 0
+    Row by row in the compiled kernel (models/_kernels.c): (p / max p)^(1/T) with libm's pow, not
+    numpy's, whose transcendental functions take CPU-specific vector paths (a row's bytes must not
+    depend on the rows beside it), then divided by their sum in a fixed order. A class with p̄ = 0
     keeps 0.
     """
     if temperature == 1.0:
         return mean_probabilities
-    exponent = 1.0 / temperature
-    rows = []
-    for row in mean_probabilities.tolist():
-        top = max(row)
-        powers = [(p / top) ** exponent for p in row]  # (p / max)^(1/T): the max-shifted softmax
-        total = sum(powers)  # left to right: a fixed order
-        rows.append([p / total for p in powers])
-    return np.array(rows, dtype=np.float64).reshape(mean_probabilities.shape)
+    scaled = np.empty(mean_probabilities.shape)
+    _kernels.temper(np.ascontiguousarray(mean_probabilities, dtype=np.float64), temperature, scaled)
+    return scaled
 
 
 def fit_temperature(mean_probabilities: np.ndarray, labels: np.ndarray) -> float:
