@@ -424,7 +424,10 @@ static PyObject *temper(PyObject *self, PyObject *args) {
         const double *row = (const double *)views[0].buf + b * C;
         double *out = (double *)views[1].buf + b * C, top = 0.0, total = 0.0;
         for (Py_ssize_t c = 0; c < C; c++) top = row[c] > top ? row[c] : top;
-        for (Py_ssize_t c = 0; c < C; c++) total += out[c] = pow(row[c] / top, exponent);
+        for (Py_ssize_t c = 0; c < C; c++) {
+            out[c] = pow(row[c] / top, exponent);
+            total += out[c];
+        }
         for (Py_ssize_t c = 0; c < C; c++) out[c] /= total;
     }
     release_all(views, 2);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models import _kernels
 from models.calibration import (
     abstains,
     apply_temperature,
@@ -48,6 +49,17 @@ def test_temperature_rows_do_not_depend_on_their_batch(probabilities):
     whole = apply_temperature(probabilities, 0.6)
     for i in (0, 5, 63):
         assert apply_temperature(probabilities[i : i + 1], 0.6).tobytes() == whole[i].tobytes()
+
+
+def test_the_compiled_temperature_refuses_arrays_that_disagree(probabilities):
+    out = np.empty(probabilities.shape)
+    _kernels.temper(probabilities, 0.5, out)  # agree
+    with pytest.raises(ValueError):
+        _kernels.temper(probabilities, 0.5, out[:, :9].copy())
+    with pytest.raises(ValueError):
+        _kernels.temper(probabilities.astype(np.float32), 0.5, out)
+    with pytest.raises(ValueError):
+        _kernels.temper(probabilities, 0.0, out)
 
 
 def test_fit_recovers_the_temperature_of_an_overconfident_model():
