@@ -7,7 +7,7 @@
  * - `temper`: temperature scaling of the MC mean (models/calibration.py wraps it).
  *
  * At one image and T = 100 the same work in torch and numpy is some twenty calls of a few
- * microseconds each; here it is three (docs/performance.md). Arrays are read through the buffer
+ * microseconds each; here it is four (docs/performance.md). Arrays are read through the buffer
  * protocol (no numpy headers). Each pass of each input is its own loop in a fixed order, plain IEEE
  * arithmetic with no reassociation and no FMA contraction (pyproject.toml), so its result depends
  * neither on the batch around it nor on the CPU's vector width. Written for GCC or Clang (128-bit
