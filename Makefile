@@ -78,11 +78,13 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"
 
 # Schema fuzzing against the service's own /openapi.json, longer than the bounded run in `make test`:
-# FUZZ_EXAMPLES cases per operation, a new seed each time (printed by schemathesis, to replay).
+# FUZZ_EXAMPLES cases per operation, a new seed each time (printed by schemathesis, to replay; from
+# /dev/urandom: make runs /bin/sh, which may be dash, without $RANDOM).
 FUZZ_EXAMPLES ?= 200
 .PHONY: fuzz soak
 fuzz: setup
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$$RANDOM $(BIN)/python -m pytest -q -s tests/service/test_schema_fuzz.py
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ') \
+		$(BIN)/python -m pytest -q -s tests/service/test_schema_fuzz.py
 
 # Soak (bench/soak.py): SOAK_SECONDS of mixed traffic on loopback, malformed requests included;
 # counts every status and samples the server's resident memory; fails on any 5xx or lost request.
