@@ -57,6 +57,7 @@ def uvicorn_config(settings: Settings) -> dict[str, Any]:
         "log_config": None,
         "log_level": settings.log_level,
         "access_log": False,  # the app logs each request itself, with its id (service/http/request_context)
+        "timeout_keep_alive": settings.keep_alive_s,
         "timeout_graceful_shutdown": int(settings.request_timeout_s) + 1,
     }
 

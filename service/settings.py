@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     """Longest an inference request may compute; past it, its computation stops and it gets 503."""
     body_timeout_s: float = Field(10.0, gt=0.0)
     """Longest a request body may take to arrive once its headers have; past it, 408."""
+    keep_alive_s: int = Field(75, ge=1)
+    """How long an idle keep-alive connection stays open. Longer than a proxy or client in front
+    keeps one idle (nginx's upstream pool 60 s, AWS load balancers 60 s, httpx 5 s), so that they,
+    not the server, close it: a request written onto a connection the server is closing at that
+    moment is reset, a 502 behind nginx (uvicorn's own 5 s raced with all of them)."""
     compute_slice_ms: float = Field(5.0, gt=0.0, le=1000.0)
     """Compute the engine runs before it lets the event loop serve I/O again (a step, such as a
     chunk of MC passes, is never cut)."""

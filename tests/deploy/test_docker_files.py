@@ -82,6 +82,20 @@ def test_nginx_bounds_headers_and_bodies_before_the_api() -> None:
     assert directives["client_max_body_size"] == "11m"  # over the api's own 10 MiB, which answers 413 itself
 
 
+def test_nginx_closes_an_idle_upstream_connection_before_the_api_does() -> None:
+    # Else nginx may send a POST onto a connection the api is closing at that moment: a reset, a 502.
+    from service.settings import Settings
+
+    config = (ROOT / "deploy" / "nginx" / "default.conf").read_text()
+    upstream = re.search(r"upstream \w+ \{([^}]*)\}", config)
+    assert upstream is not None
+    timeout = re.search(r"keepalive_timeout\s+(\d+)s;", upstream.group(1))
+    assert timeout is not None, "the upstream block sets keepalive_timeout (nginx's default is 60 s)"
+    api = compose()["services"]["api"].get("environment", {})
+    assert "DROPSERVE_KEEP_ALIVE_S" not in api  # the api keeps its default
+    assert int(timeout.group(1)) < Settings().keep_alive_s
+
+
 def test_readme_deploy_lines_are_what_ci_runs() -> None:
     # deploy/ci-docker-e2e.sh runs these README lines verbatim on a fresh copy of the tree.
     lines = re.findall(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,24 +24,33 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("framing")
     publish_tiny(root / "artifacts")
     with running_server(
-        root / "artifacts", root / "server.log", body_timeout_s="1", max_body_bytes="100000"
+        root / "artifacts", root / "server.log", body_timeout_s="1", max_body_bytes="100000", keep_alive_s="2"
     ) as running:
         yield running
 
 
+def connect(server: Server, timeout: float = 10.0) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=timeout)
+
+
 def exchange(server: Server, raw: bytes, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
     """Send `raw` on a new connection; (status, headers, body) of the first answer."""
-    host, port = server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
-        connection.sendall(raw)
-        data = b""
-        while b"\r\n\r\n" not in data and (chunk := connection.recv(65536)):
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-        while len(body) < int(headers.get("content-length", 0)) and (chunk := connection.recv(65536)):
-            body += chunk
+    with connect(server, timeout) as connection:
+        return send(connection, raw)
+
+
+def send(connection: socket.socket, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `raw` on `connection`; (status, headers, body) of its answer."""
+    connection.sendall(raw)
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := connection.recv(65536)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    while len(body) < int(headers.get("content-length", 0)) and (chunk := connection.recv(65536)):
+        body += chunk
     return int(status_line.split()[1]), headers, body
 
 
@@ -94,6 +104,20 @@ def test_large_headers_reach_the_app_unbounded_behind_no_proxy(server: Server, r
     # uvicorn's httptools parser bounds neither: nginx does in deploy (large_client_header_buffers).
     status, _, _ = exchange(server, raw)
     assert status == 200
+
+
+def test_an_idle_keep_alive_connection_closes_after_keep_alive_s_not_before(server: Server):
+    # DROPSERVE_KEEP_ALIVE_S is 2 here (75 by default: longer than proxies and clients keep one,
+    # so that they close it first; tests/deploy checks nginx's side).
+    body = json.dumps({"instances": [[0.0] * 784]}).encode()
+    predict = JSON_POST + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    with connect(server) as connection:
+        assert send(connection, predict)[0] == 200
+        time.sleep(1.0)
+        assert send(connection, predict)[0] == 200  # the same connection, still open
+        time.sleep(3.0)
+        connection.settimeout(0.5)  # idle 3.5 s at most: uvicorn's own default (5 s) would not have closed it
+        assert connection.recv(1) == b""  # closed by the server, idle past 2 s
 
 
 def test_nothing_above_was_a_server_error(server: Server):
