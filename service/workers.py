@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 
 from service import draining
 
@@ -102,6 +103,7 @@ def serve_workers(workers: int, config: dict[str, Any], grace_s: float) -> int:
         wait([p.sentinel for p in running], timeout=0.5)
         for process in [p for p in running if not p.is_alive()]:
             running.remove(process)
+            forget_metrics(process)
             if stopping.is_set():
                 break
             if process.exitcode == STARTUP_FAILURE:
@@ -122,6 +124,14 @@ def serve_workers(workers: int, config: dict[str, Any], grace_s: float) -> int:
             process.kill()
             process.join()
     return status
+
+
+def forget_metrics(process: BaseProcess) -> None:
+    """A worker that ended without closing its metrics (kill -9, the OOM killer) must not count in
+    /metrics any more: its live gauges (requests in flight, model versions held) leave the folder,
+    as gunicorn's child_exit hook does for prometheus_client."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ and process.pid is not None:
+        mark_process_dead(process.pid)
 
 
 def run_worker(config: dict[str, Any]) -> None:

@@ -124,6 +124,39 @@ def test_metrics_add_up_over_workers(repository: Path, tmp_path: Path):
     assert not Path(folder[1]).exists(), "python -m service removes its metrics folder at exit"
 
 
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the connection table from /proc")
+def test_a_killed_worker_s_requests_in_flight_leave_metrics(repository: Path, tmp_path: Path):
+    # Requests in flight are a live gauge: each worker's value counts while it lives. One killed
+    # with -9 cannot close its metrics, so the supervisor must drop its values for it.
+    with running_server(repository, tmp_path / "server.log", workers="2", access_log="false") as server:
+        assert server.process is not None
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        deadline = time.monotonic() + 60
+        while len(workers := worker_pids(server.process.pid)) < 2:
+            assert time.monotonic() < deadline, "two workers did not start"
+            time.sleep(0.2)
+        uploads = [socket.create_connection((host, int(port)), timeout=10) for _ in range(16)]
+        try:
+            for upload in uploads:  # in flight until its body arrives: it never does
+                upload.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            while samples(server.url)["dropserve_requests_in_flight"][()] != 17:  # and the scrape
+                assert time.monotonic() < deadline, "the uploads are not all in flight"
+                time.sleep(0.2)
+            established = sockets(int(port), "01")
+            victim = max(workers, key=lambda pid: connections_held(pid, established))
+            held = connections_held(victim, established)
+            os.kill(victim, signal.SIGKILL)
+            while len(worker_pids(server.process.pid) - {victim}) < 2:  # the supervisor's replacement
+                assert time.monotonic() < deadline, "no replacement worker started"
+                time.sleep(0.2)
+        finally:
+            for upload in uploads:  # the survivor's uploads end (400: the client left)
+                upload.close()
+        while (in_flight := samples(server.url)["dropserve_requests_in_flight"][()]) != 1:
+            assert time.monotonic() < deadline + 30, f"{in_flight} in flight; the killed worker held {held}"
+            time.sleep(0.2)
+
+
 @pytest.mark.parametrize("second_workers", ["1", "2"])
 def test_a_second_server_on_a_taken_port_says_so_and_exits(
     repository: Path, tmp_path: Path, second_workers: str
