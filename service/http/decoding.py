@@ -59,7 +59,7 @@ async def read_inference_request(request: Request, settings: Settings, pool: Exe
     """Read the body (408 past `body_timeout_s`), then decode it on the loop or in `pool`."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     options: dict[str, Any] = dict(request.query_params)
-    async with reading_body(settings):
+    async with reading_body(request, settings):
         body = await request.body()
         images = await _multipart_images(request, settings) if media_type == "multipart/form-data" else []
 
@@ -75,9 +75,13 @@ async def read_inference_request(request: Request, settings: Settings, pool: Exe
 
 
 @asynccontextmanager
-async def reading_body(settings: Settings) -> AsyncIterator[None]:
-    """Bound the body's arrival by `body_timeout_s` (408) and answer a client that left mid-body
-    with 400: nobody is left to read it, and it is not a server error."""
+async def reading_body(request: Request, settings: Settings) -> AsyncIterator[None]:
+    """Refuse a compressed body (415, before reading it), bound the body's arrival by
+    `body_timeout_s` (408) and answer a client that left mid-body with 400: nobody is left to read
+    it, and it is not a server error."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise ApiError(415, f"Content-Encoding {encoding[:50]!r} is not accepted; send the body uncompressed")
     try:
         async with asyncio.timeout(settings.body_timeout_s):
             yield

@@ -167,6 +167,14 @@ def test_tampered_version_is_skipped_not_served(repository, settings):
             "bad_request",
         ),
         ({"content": b"{", "headers": {"content-type": "application/json"}}, 400, "bad_request"),
+        (
+            {
+                "content": b"\x1f\x8b\x08",
+                "headers": {"content-type": "application/json", "content-encoding": "gzip"},
+            },
+            415,
+            "unsupported_media_type",
+        ),
         ({"json": {"instances": [[0.0] * 784] * 9}}, 413, "payload_too_large"),
         ({"content": b"x" * 300_000, "headers": {"content-type": "image/png"}}, 413, "payload_too_large"),
     ],

@@ -187,10 +187,7 @@ async def read_infer_request(request: Request, serving: Serving, loaded: LoadedM
     """Read the body (408 past `body_timeout_s`), then decode it: on the loop when small, else in
     the decode threads, as the native routes do."""
     settings = serving.settings
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding != "identity":
-        raise ApiError(415, f"Content-Encoding {encoding[:50]!r} is not accepted; send the body uncompressed")
-    async with reading_body(settings):
+    async with reading_body(request, settings):
         body = await request.body()
     header_length = request.headers.get("inference-header-content-length")
 
