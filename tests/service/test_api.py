@@ -31,6 +31,7 @@ def test_health_and_readiness(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["models"] == {"mnist-mlp": [1]}
+    assert client.head("/healthz").status_code == client.head("/readyz").status_code == 200
 
 
 def test_not_ready_without_models(tmp_path):
@@ -38,6 +39,7 @@ def test_not_ready_without_models(tmp_path):
         response = client.get("/readyz")
         assert_error(response, 503, "unavailable")
         assert response.headers["retry-after"]
+        assert client.head("/readyz").status_code == 503
         # It says how to get a model loaded: what to train, and what loads it without an admin key.
         message = response.json()["error"]["message"]
         assert f"python -m training --artifacts {tmp_path}" in message

@@ -11,12 +11,15 @@ from service.settings import Settings
 router = APIRouter(tags=["operations"])
 
 
+# HEAD too (undocumented, as uvicorn sends it without a body): monitors and load balancers probe with it.
 @router.get("/healthz", summary="Liveness: the process answers")
+@router.head("/healthz", include_in_schema=False)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="Readiness: at least one model is loaded")
+@router.head("/readyz", include_in_schema=False)
 async def readyz(registry: RegistryDep, settings: SettingsDep) -> dict[str, object]:
     if not registry.ready:
         raise ApiError(503, how_to_load_a_model(settings), headers={"Retry-After": "5"})
