@@ -11,7 +11,8 @@ from service.settings import Settings
 router = APIRouter(tags=["operations"])
 
 
-# HEAD too (undocumented, as uvicorn sends it without a body): monitors and load balancers probe with it.
+# HEAD too, for monitors and load balancers that probe with it (uvicorn sends the headers alone);
+# left out of the OpenAPI document.
 @router.get("/healthz", summary="Liveness: the process answers")
 @router.head("/healthz", include_in_schema=False)
 async def healthz() -> dict[str, str]:
