@@ -53,6 +53,11 @@ def predict(loaded: LoadedModel, pixels: np.ndarray) -> Steps:
     return torch.softmax(logits, dim=-1).numpy(force=True)
 
 
+def uncertainty_steps(loaded: LoadedModel, instances: int, samples: int) -> int:
+    """How many steps `uncertainty` takes: one per chunk of passes."""
+    return math.ceil(samples / passes_per_chunk(loaded.weights, instances))
+
+
 def uncertainty(
     loaded: LoadedModel,
     pixels: np.ndarray,
@@ -65,7 +70,7 @@ def uncertainty(
     `level` (one of the artifact's), also the prediction sets and the abstain flags."""
     statistics = PassStatistics(len(pixels), loaded.manifest.spec.num_classes)
     kept: list[np.ndarray] = []
-    chunks = math.ceil(samples / passes_per_chunk(loaded.weights, len(pixels)))
+    chunks = uncertainty_steps(loaded, len(pixels), samples)
     passes = mc_dropout_chunks(loaded.weights, _inputs(loaded, pixels), samples, MaskSource(seed))
     for index, logits in enumerate(passes):
         probs = statistics.add(logits)  # (t, B, C)

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import publish_tiny
 from tests.server import running_server
@@ -28,7 +29,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     repository = tmp_path_factory.mktemp("artifacts")
     publish_tiny(repository)
     log = tmp_path_factory.mktemp("logs") / "server.log"
-    with running_server(repository, log, queue_max="8", body_timeout_s="3", log_level="warning") as running:
+    limits = {"queue_max": "8", "body_timeout_s": "3", "mc_samples_max": "100000000"}
+    with running_server(repository, log, log_level="warning", **limits) as running:
         yield running.url
 
 
@@ -129,6 +131,42 @@ def test_health_answers_quickly_while_the_largest_images_decode(server):
     assert outcome["status"] == 200
     assert len(latencies) >= 10, f"the decode took only {outcome['seconds']:.2f} s: not a load"
     assert max(latencies) < 0.1, f"slowest /healthz {max(latencies) * 1000:.0f} ms"
+
+
+def metric(server: str, name: str, **labels: str) -> float:
+    text = httpx.get(f"{server}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return sample.value
+    return 0.0
+
+
+@pytest.mark.parametrize("path", ["/v1/uncertainty", "/v2/models/mnist-mlp/infer"])
+def test_a_client_that_leaves_stops_its_computation(server, path):
+    # 16 inputs x 20 million passes: thousands of steps, tens of seconds of compute.
+    images = [[0.5] * 784] * 16
+    if path.startswith("/v1"):
+        body = json.dumps({"instances": images, "samples": 20_000_000, "seed": 1}).encode()
+    else:
+        tensor = {"name": "input", "datatype": "FP32", "shape": [16, 784], "data": images}
+        body = json.dumps({"inputs": [tensor], "parameters": {"mc_samples": 20_000_000}}).encode()
+    route = path.replace("mnist-mlp", "{name}")  # the route template, as metrics label it
+    left_before = metric(server, "dropserve_requests_total", route=route, status="499")
+    with connect(server) as sock:
+        sock.sendall(head(path, len(body)) + body)
+        time.sleep(0.5)
+        computing = metric(server, "dropserve_round_jobs_count")
+        time.sleep(0.5)
+        assert metric(server, "dropserve_round_jobs_count") > computing, "the job should be computing"
+    # The client has gone: its request is recorded as 499, and the engine runs no more rounds.
+    deadline = time.monotonic() + 5
+    while metric(server, "dropserve_requests_total", route=route, status="499") == left_before:
+        assert time.monotonic() < deadline, "the request was not stopped when its client left"
+        time.sleep(0.1)
+    rounds = metric(server, "dropserve_round_jobs_count")
+    time.sleep(0.5)
+    assert metric(server, "dropserve_round_jobs_count") == rounds
 
 
 def test_the_server_still_serves_after_all_of_that(server):

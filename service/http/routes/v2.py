@@ -17,9 +17,11 @@ from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse, Response
 
 from models.artifact import LoadedModel
+from service.engine.compute import uncertainty_steps
 from service.engine.errors import EngineError, NotReady
 from service.http.decoding import LOOP_BODY_BYTES, conformal_level, reading_body
 from service.http.dependencies import RegistryDep, Serving, serving_for
+from service.http.disconnect import client_left, unless_the_client_leaves
 from service.http.errors import ApiError, engine_refusal
 from service.http.schemas import V2_ERROR_RESPONSES
 from service.http.v2_codec import (
@@ -170,9 +172,11 @@ async def infer(request: Request, serving: Serving, loaded: LoadedModel) -> Resp
     else:
         seed = random.getrandbits(31) if decoded.seed is None else decoded.seed  # reported: reproducible
         level = None if decoded.coverage is None else conformal_level(loaded, decoded.coverage)
-        result = await serving.engine.uncertainty(
-            loaded, decoded.pixels, decoded.mc_samples, seed, False, level
-        )
+        work = serving.engine.uncertainty(loaded, decoded.pixels, decoded.mc_samples, seed, False, level)
+        watch = uncertainty_steps(loaded, len(decoded.pixels), decoded.mc_samples) > 1
+        result = await unless_the_client_leaves(request, work, watch)
+        if result is None:
+            return client_left()
         values = uncertainty_outputs(result)
         parameters = {"mc_samples": result.samples, "seed": result.seed}
         if level is not None:
