@@ -83,3 +83,13 @@ def worker_pids(parent: int) -> set[int]:
         if ppid == parent and b"spawn_main" in command:
             workers.add(int(entry.name))
     return workers
+
+
+def wait_for_workers(server: Server, count: int = 2, besides: frozenset[int] = frozenset()) -> set[int]:
+    """The pids of `count` workers of `server` other than `besides` (a killed one, say), once they run."""
+    assert server.process is not None
+    deadline = time.monotonic() + 60
+    while len(workers := worker_pids(server.process.pid) - besides) < count:
+        assert time.monotonic() < deadline, f"{count} workers did not start"
+        time.sleep(0.2)
+    return workers

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from models.artifact import read_manifest
 from service.draining import QUIET_S, SPREAD_S, Drain
 from service.workers import listening_socket
-from tests.server import running_server, worker_pids
+from tests.server import running_server, wait_for_workers, worker_pids
 
 REQUESTS = 40
 CONNECTIONS = 32
@@ -129,12 +129,9 @@ def test_a_killed_worker_s_requests_in_flight_leave_metrics(repository: Path, tm
     # Requests in flight are a live gauge: each worker's value counts while it lives. One killed
     # with -9 cannot close its metrics, so the supervisor must drop its values for it.
     with running_server(repository, tmp_path / "server.log", workers="2", access_log="false") as server:
-        assert server.process is not None
         host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        workers = wait_for_workers(server)
         deadline = time.monotonic() + 60
-        while len(workers := worker_pids(server.process.pid)) < 2:
-            assert time.monotonic() < deadline, "two workers did not start"
-            time.sleep(0.2)
         uploads = [socket.create_connection((host, int(port)), timeout=10) for _ in range(16)]
         try:
             for upload in uploads:  # in flight until its body arrives: it never does
@@ -146,9 +143,7 @@ def test_a_killed_worker_s_requests_in_flight_leave_metrics(repository: Path, tm
             victim = max(workers, key=lambda pid: connections_held(pid, established))
             held = connections_held(victim, established)
             os.kill(victim, signal.SIGKILL)
-            while len(worker_pids(server.process.pid) - {victim}) < 2:  # the supervisor's replacement
-                assert time.monotonic() < deadline, "no replacement worker started"
-                time.sleep(0.2)
+            wait_for_workers(server, besides=frozenset({victim}))  # the supervisor's replacement
         finally:
             for upload in uploads:  # the survivor's uploads end (400: the client left)
                 upload.close()
