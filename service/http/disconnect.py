@@ -22,11 +22,11 @@ T = TypeVar("T")
 CLIENT_LEFT = 499  # nginx's "client closed request": what the access log and metrics record
 
 
-async def unless_the_client_leaves(request: Request, work: Coroutine[Any, Any, T], watch: bool) -> T | None:
-    """`work`'s result, or None when `watch` is set and the client disconnects first (`work` is then
-    cancelled). Call it once the body has been read: from then on, the next ASGI message is the
-    disconnect."""
-    if not watch:
+async def unless_the_client_leaves(request: Request, work: Coroutine[Any, Any, T], steps: int) -> T | None:
+    """`work`'s result, or None when it takes several engine `steps` and the client disconnects
+    first (`work` is then cancelled). Call it once the body has been read: from then on, the next
+    ASGI message is the disconnect."""
+    if steps <= 1:
         return await work
     job = asyncio.ensure_future(work)
     left = asyncio.ensure_future(_disconnect(request))

@@ -56,8 +56,9 @@ async def uncertainty(request: Request, name: str | None, version: int | None) -
     level = None if body.coverage is None else conformal_level(loaded, body.coverage)
     seed = random.getrandbits(31) if body.seed is None else body.seed  # reported, so reproducible
     work = serving.engine.uncertainty(loaded, body.pixels, samples, seed, body.return_samples, level)
-    watch = uncertainty_steps(loaded, len(body.pixels), samples) > 1
-    result = await unless_the_client_leaves(request, work, watch)
+    result = await unless_the_client_leaves(
+        request, work, uncertainty_steps(loaded, len(body.pixels), samples)
+    )
     if result is None:
         return client_left()
     inputs = body.pixels if body.return_input else None

@@ -173,8 +173,8 @@ async def infer(request: Request, serving: Serving, loaded: LoadedModel) -> Resp
         seed = random.getrandbits(31) if decoded.seed is None else decoded.seed  # reported: reproducible
         level = None if decoded.coverage is None else conformal_level(loaded, decoded.coverage)
         work = serving.engine.uncertainty(loaded, decoded.pixels, decoded.mc_samples, seed, False, level)
-        watch = uncertainty_steps(loaded, len(decoded.pixels), decoded.mc_samples) > 1
-        result = await unless_the_client_leaves(request, work, watch)
+        steps = uncertainty_steps(loaded, len(decoded.pixels), decoded.mc_samples)
+        result = await unless_the_client_leaves(request, work, steps)
         if result is None:
             return client_left()
         values = uncertainty_outputs(result)
