@@ -14,6 +14,7 @@ from models.artifact import LoadedModel
 from models.spec import ConformalLevel
 from service.engine import compute
 from service.engine.compute import UncertaintyResult
+from service.engine.errors import RepositoryUnavailable
 from service.engine.registry import ModelRegistry, VersionResult
 from service.engine.scheduler import JobTimings, Scheduler
 
@@ -87,6 +88,8 @@ class Engine:
             await asyncio.sleep(interval_s)
             try:
                 await self.reload()
+            except RepositoryUnavailable as e:
+                log.error("%s; trying again in %g s", e.message, interval_s)
             except Exception:  # a transient file-system error must not end the polling
                 log.exception("rescanning the model repository failed; trying again in %g s", interval_s)
 

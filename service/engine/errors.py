@@ -19,6 +19,10 @@ class UnknownModel(EngineError):
     """No such model, or no such version of it."""
 
 
+class RepositoryUnavailable(EngineError):
+    """The model repository's folder is gone or unreadable; the versions held stay served."""
+
+
 class Overloaded(EngineError):
     """The queue is full, or a request waited past the bound: retry shortly."""
 

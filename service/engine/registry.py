@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from models.artifact import ArtifactError, LoadedModel, load_artifact, scan_repository
-from service.engine.errors import NotReady, UnknownModel
+from service.engine.errors import NotReady, RepositoryUnavailable, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +45,26 @@ class ModelRegistry:
         """(Re)scan the repository; already-loaded versions are kept, new ones loaded, versions no
         longer published dropped."""
         with self._lock:
-            published = scan_repository(self.repository)
+            published = self._scan()
             return self._reload({name: published.get(name, []) for name in {*published, *self.models}})
 
     def load_model(self, name: str) -> list[VersionResult]:
         """(Re)scan one model's folder, as `load_all` does; other models are left as they are."""
         with self._lock:
             # Looked up among the folders listed, never joined into a path: a client's name stays data.
-            published = scan_repository(self.repository).get(name, [])
+            published = self._scan().get(name, [])
             return self._reload({name: published})[name]
+
+    def _scan(self) -> dict[str, list[int]]:
+        """The published versions. A repository folder that is not there at all is no reason to drop
+        what is served (a volume unmounted for a moment, a mistyped move): RepositoryUnavailable, and
+        every version held stays."""
+        if self.models and not self.repository.is_dir():
+            raise RepositoryUnavailable(
+                f"the model repository {self.repository} is not a readable folder (is its volume "
+                "mounted?); the versions loaded before stay served"
+            )
+        return scan_repository(self.repository)
 
     def _reload(self, published: dict[str, list[int]]) -> dict[str, list[VersionResult]]:
         models = dict(self.models)

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.engine.errors import EngineError, NotReady, UnknownModel
+from service.engine.errors import EngineError, NotReady, RepositoryUnavailable, UnknownModel
 from service.http.request_context import HEADER, current_request_id
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def engine_refusal(error: EngineError) -> ApiError:
     """The engine's error as the HTTP answer: the only place its statuses are chosen."""
     if isinstance(error, UnknownModel):
         return ApiError(404, error.message)
-    retry_after_s = 5 if isinstance(error, NotReady) else 1  # loading models takes a while
+    retry_after_s = 5 if isinstance(error, NotReady | RepositoryUnavailable) else 1  # a while, not a moment
     return ApiError(503, error.message, headers={"Retry-After": str(retry_after_s)})
 
 

@@ -161,3 +161,34 @@ def test_polling_serves_new_versions(repository):
         )
         >= 2
     )
+
+
+def test_a_vanished_repository_keeps_what_is_served(admin_client, repository):
+    # An unmounted volume or a mistyped move must not unload every model: the reload says what is
+    # wrong (503), the versions held keep answering, and once the folder is back reloads work again.
+    moved = repository.with_name("moved-away")
+    repository.rename(moved)
+    try:
+        for route in ("/v1/admin/reload", "/v1/models/mnist-mlp/reload"):
+            refused = admin_client.post(route, headers=ADMIN)
+            assert refused.status_code == 503 and refused.headers["retry-after"]
+            assert "is not a readable folder" in refused.json()["error"]["message"]
+        assert version_of(admin_client.post("/v1/predict", json=ONE)) == 1
+    finally:
+        moved.rename(repository)
+    publish_tiny(repository, seed=1)
+    assert admin_client.post("/v1/admin/reload", headers=ADMIN).status_code == 200
+    assert version_of(admin_client.post("/v1/predict", json=ONE)) == 2
+
+
+def test_polling_keeps_what_is_served_while_the_repository_is_gone(repository, caplog):
+    settings = Settings(model_repository=repository, poll_interval_s=0.05)
+    with TestClient(create_app(settings)) as client:
+        moved = repository.with_name("moved-away")
+        repository.rename(moved)
+        try:
+            time.sleep(0.3)  # several polls
+            assert version_of(client.post("/v1/predict", json=ONE)) == 1
+        finally:
+            moved.rename(repository)
+    assert "is not a readable folder" in caplog.text
