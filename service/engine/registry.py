@@ -56,15 +56,21 @@ class ModelRegistry:
             return self._reload({name: published})[name]
 
     def _scan(self) -> dict[str, list[int]]:
-        """The published versions. A repository folder that is not there at all is no reason to drop
-        what is served (a volume unmounted for a moment, a mistyped move): RepositoryUnavailable, and
-        every version held stays."""
-        if self.models and not self.repository.is_dir():
-            raise RepositoryUnavailable(
-                f"the model repository {self.repository} is not a readable folder (is its volume "
-                "mounted?); the versions loaded before stay served"
-            )
-        return scan_repository(self.repository)
+        """The published versions. Once versions are held, a repository folder that is not there or
+        cannot be read is no reason to drop them (a volume unmounted for a moment, a mistyped move, a
+        network file system's I/O error): RepositoryUnavailable, and every version held stays."""
+        if not self.models:
+            return scan_repository(self.repository)
+        unavailable = RepositoryUnavailable(
+            f"the model repository {self.repository} is not a readable folder (is its volume mounted?); "
+            "the versions loaded before stay served"
+        )
+        if not self.repository.is_dir():
+            raise unavailable
+        try:
+            return scan_repository(self.repository)
+        except OSError as e:
+            raise unavailable from e
 
     def _reload(self, published: dict[str, list[int]]) -> dict[str, list[VersionResult]]:
         models = dict(self.models)

@@ -181,6 +181,16 @@ def test_a_vanished_repository_keeps_what_is_served(admin_client, repository):
     assert version_of(admin_client.post("/v1/predict", json=ONE)) == 2
 
 
+def test_an_unreadable_repository_is_503_not_500(admin_client, monkeypatch):
+    def unreadable(root: Path) -> dict[str, list[int]]:
+        raise PermissionError(13, "Permission denied", str(root))  # as a non-root user would see
+
+    monkeypatch.setattr("service.engine.registry.scan_repository", unreadable)
+    refused = admin_client.post("/v1/admin/reload", headers=ADMIN)
+    assert refused.status_code == 503 and "is not a readable folder" in refused.json()["error"]["message"]
+    assert version_of(admin_client.post("/v1/predict", json=ONE)) == 1
+
+
 def test_polling_keeps_what_is_served_while_the_repository_is_gone(repository, caplog):
     settings = Settings(model_repository=repository, poll_interval_s=0.05)
     with TestClient(create_app(settings)) as client:
