@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -92,7 +93,7 @@ def serve_workers(workers: int, config: dict[str, Any], grace_s: float) -> int:
         signal.signal(signum, stop)
 
     def start() -> BaseProcess:
-        process = context.Process(target=run_worker, args=(config,), name="dropserve-worker")
+        process = context.Process(target=run_worker, args=(config, os.getpid()), name="dropserve-worker")
         process.start()
         log.info("Started worker process [%d]", process.pid)
         return process
@@ -134,14 +135,29 @@ def forget_metrics(process: BaseProcess) -> None:
         mark_process_dead(process.pid)
 
 
-def run_worker(config: dict[str, Any]) -> None:
+def run_worker(config: dict[str, Any], supervisor: int) -> None:
     """A worker process: one uvicorn server on a socket of its own. SIGTERM ends it with status 0
     once uvicorn's graceful shutdown is done (uvicorn raises the signal again for the handler it
     found: this one)."""
     signal.signal(signal.SIGTERM, exit_0)
     # Ctrl-C reaches the whole process group; the supervisor then asks each worker with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_when_orphaned(supervisor)
     serve(config, listening_socket(config["host"], config["port"]))
+
+
+def stop_when_orphaned(supervisor: int, every_s: float = 1.0) -> None:
+    """Stop this worker, as SIGTERM does (draining), once its supervisor is gone (kill -9, the OOM
+    killer): else it would serve on unsupervised, holding the port against the next server.
+    gunicorn's workers watch their parent the same way."""
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(every_s)
+        log.warning("the supervisor [%d] is gone; worker [%d] stops", supervisor, os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="dropserve-supervisor-watch", daemon=True).start()
 
 
 def serve(config: dict[str, Any], sock: socket.socket) -> None:

@@ -152,6 +152,29 @@ def test_a_killed_worker_s_requests_in_flight_leave_metrics(repository: Path, tm
             time.sleep(0.2)
 
 
+def test_workers_stop_when_their_supervisor_is_killed(repository: Path, tmp_path: Path):
+    # Left alone they would serve on, unsupervised, and hold the port against the next server.
+    with running_server(repository, tmp_path / "server.log", workers="2") as server:
+        assert server.process is not None
+        workers = wait_for_workers(server)
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        server.process.kill()
+        server.process.wait()
+        deadline = time.monotonic() + 15
+        while alive := [pid for pid in workers if Path(f"/proc/{pid}").exists() and not zombie(pid)]:
+            assert time.monotonic() < deadline, f"workers {alive} still run without their supervisor"
+            time.sleep(0.2)
+        listening_socket(host, int(port), shared=False).close()  # the port is free for the next server
+        assert server.log_text().count("is gone; worker") == 2
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize("second_workers", ["1", "2"])
 def test_a_second_server_on_a_taken_port_says_so_and_exits(
     repository: Path, tmp_path: Path, second_workers: str
