@@ -11,22 +11,34 @@ watched (a watch costs a task per request).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-T = TypeVar("T")
+from models.artifact import LoadedModel
+from models.spec import ConformalLevel
+from service.engine.compute import UncertaintyResult, uncertainty_steps
+from service.engine.engine import Engine
 
 CLIENT_LEFT = 499  # nginx's "client closed request": what the access log and metrics record
 
 
-async def unless_the_client_leaves(request: Request, work: Coroutine[Any, Any, T], steps: int) -> T | None:
-    """`work`'s result, or None when it takes several engine `steps` and the client disconnects
-    first (`work` is then cancelled). Call it once the body has been read: from then on, the next
-    ASGI message is the disconnect."""
-    if steps <= 1:
+async def uncertainty_unless_the_client_leaves(
+    request: Request,
+    engine: Engine,
+    loaded: LoadedModel,
+    pixels: np.ndarray,
+    samples: int,
+    seed: int,
+    return_samples: bool,
+    level: ConformalLevel | None,
+) -> UncertaintyResult | None:
+    """`engine.uncertainty(...)`, or None when its job takes several steps and the client
+    disconnects first (the job is then cancelled). Call it once the body has been read: from then
+    on, the next ASGI message is the disconnect."""
+    work = engine.uncertainty(loaded, pixels, samples, seed, return_samples, level)
+    if uncertainty_steps(loaded, len(pixels), samples) <= 1:
         return await work
     job = asyncio.ensure_future(work)
     left = asyncio.ensure_future(_disconnect(request))

@@ -9,10 +9,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from models.artifact import LoadedModel
-from service.engine.compute import uncertainty_steps
 from service.http.decoding import conformal_level, read_inference_request
 from service.http.dependencies import serving_for
-from service.http.disconnect import client_left, unless_the_client_leaves
+from service.http.disconnect import client_left, uncertainty_unless_the_client_leaves
 from service.http.errors import ApiError
 from service.http.responses import FastJSONResponse, prediction_body, uncertainty_body
 from service.http.schemas import ERROR_RESPONSES, INFERENCE_BODY, PredictResponse, UncertaintyResponse
@@ -55,9 +54,8 @@ async def uncertainty(request: Request, name: str | None, version: int | None) -
         check_response_size(loaded, len(body.pixels), samples, serving.settings.max_response_values)
     level = None if body.coverage is None else conformal_level(loaded, body.coverage)
     seed = random.getrandbits(31) if body.seed is None else body.seed  # reported, so reproducible
-    work = serving.engine.uncertainty(loaded, body.pixels, samples, seed, body.return_samples, level)
-    result = await unless_the_client_leaves(
-        request, work, uncertainty_steps(loaded, len(body.pixels), samples)
+    result = await uncertainty_unless_the_client_leaves(
+        request, serving.engine, loaded, body.pixels, samples, seed, body.return_samples, level
     )
     if result is None:
         return client_left()

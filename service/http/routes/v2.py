@@ -17,11 +17,10 @@ from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse, Response
 
 from models.artifact import LoadedModel
-from service.engine.compute import uncertainty_steps
 from service.engine.errors import EngineError, NotReady
 from service.http.decoding import LOOP_BODY_BYTES, conformal_level, reading_body
 from service.http.dependencies import RegistryDep, Serving, serving_for
-from service.http.disconnect import client_left, unless_the_client_leaves
+from service.http.disconnect import client_left, uncertainty_unless_the_client_leaves
 from service.http.errors import ApiError, engine_refusal
 from service.http.schemas import V2_ERROR_RESPONSES
 from service.http.v2_codec import (
@@ -172,9 +171,9 @@ async def infer(request: Request, serving: Serving, loaded: LoadedModel) -> Resp
     else:
         seed = random.getrandbits(31) if decoded.seed is None else decoded.seed  # reported: reproducible
         level = None if decoded.coverage is None else conformal_level(loaded, decoded.coverage)
-        work = serving.engine.uncertainty(loaded, decoded.pixels, decoded.mc_samples, seed, False, level)
-        steps = uncertainty_steps(loaded, len(decoded.pixels), decoded.mc_samples)
-        result = await unless_the_client_leaves(request, work, steps)
+        result = await uncertainty_unless_the_client_leaves(
+            request, serving.engine, loaded, decoded.pixels, decoded.mc_samples, seed, False, level
+        )
         if result is None:
             return client_left()
         values = uncertainty_outputs(result)
