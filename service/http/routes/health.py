@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from service.engine.errors import NotReady
 from service.http.dependencies import RegistryDep, SettingsDep
-from service.http.errors import ApiError
 from service.settings import Settings
 
 router = APIRouter(tags=["operations"])
@@ -23,7 +23,7 @@ async def healthz() -> dict[str, str]:
 @router.head("/readyz", include_in_schema=False)
 async def readyz(registry: RegistryDep, settings: SettingsDep) -> dict[str, object]:
     if not registry.ready:
-        raise ApiError(503, how_to_load_a_model(settings), headers={"Retry-After": "5"})
+        raise NotReady(how_to_load_a_model(settings))  # 503 with Retry-After, as service/http/errors maps it
     return {"status": "ready", "models": {name: sorted(v) for name, v in registry.models.items()}}
 
 
