@@ -67,6 +67,14 @@ def current_request_id() -> str | None:
     return None if record is None else record.request_id
 
 
+def note_model(name: str) -> None:
+    """The model this request is answered with, once its route has resolved it: a refusal after
+    that (a bad body, a full engine, a client that left) is counted and logged under it too."""
+    record = _current.get()
+    if record is not None:
+        record.model = name
+
+
 def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     """The client's X-Request-ID when it is valid, else a new one."""
     for name, value in headers:
@@ -147,7 +155,7 @@ class RequestContext:
     def _done(self, scope: Scope, record: RequestRecord) -> None:
         seconds = time.perf_counter() - record.started
         route = getattr(scope.get("route"), "path", None) or UNROUTED
-        if not record.model:  # refused before any job: the model the path names, when served
+        if not record.model:  # refused before its route resolved a model: the one the path names, if served
             params: dict[str, Any] = scope.get("path_params") or {}
             named = params.get("name") or params.get("model_name")
             if named in self.metrics.model_names:  # never a client's string as a label value

@@ -46,6 +46,7 @@ def test_every_family_is_there_after_traffic(client, digit_png, repository):
     assert client.post("/v1/predict", files={"file": ("d.png", digit_png, "image/png")}).status_code == 200
     assert client.post("/v1/uncertainty?samples=20", content=digit_png, headers={"content-type": "image/png"})
     assert client.post("/v1/models/mnist-mlp/predict", json={"instances": [[2.0] * 784]}).status_code == 422
+    assert client.post("/v1/predict", json={"instances": [[2.0] * 784]}).status_code == 422
 
     text = client.get("/metrics").text
     families = {family.name: family.type for family in text_string_to_metric_families(text)}
@@ -57,7 +58,9 @@ def test_every_family_is_there_after_traffic(client, digit_png, repository):
     assert value(samples, "dropserve_requests_total", route="/v1/uncertainty", **ok) == 1
     invalid = {"route": "/v1/models/{name}/predict", "method": "POST", "model": "mnist-mlp", "status": "422"}
     assert value(samples, "dropserve_requests_total", **invalid) == 1
-    assert value(samples, "dropserve_request_duration_seconds_count", route="/v1/predict", method="POST") == 1
+    # the default route's refusal counts under the model it resolved, as the named route's does
+    assert value(samples, "dropserve_requests_total", **{**invalid, "route": "/v1/predict"}) == 1
+    assert value(samples, "dropserve_request_duration_seconds_count", route="/v1/predict", method="POST") == 2
     assert value(samples, "dropserve_requests_in_flight") == 1  # the scrape itself
     assert value(samples, "dropserve_queue_wait_seconds_count") == 2  # the two answered jobs
     assert value(samples, "dropserve_compute_seconds_count", model="mnist-mlp", kind="predict") == 1

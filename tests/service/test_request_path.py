@@ -152,16 +152,20 @@ def test_a_client_that_leaves_stops_its_computation(server, path):
         tensor = {"name": "input", "datatype": "FP32", "shape": [16, 784], "data": images}
         body = json.dumps({"inputs": [tensor], "parameters": {"mc_samples": 20_000_000}}).encode()
     route = path.replace("mnist-mlp", "{name}")  # the route template, as metrics label it
-    left_before = metric(server, "dropserve_requests_total", route=route, status="499")
+    left_before = metric(server, "dropserve_requests_total", route=route, status="499", model="mnist-mlp")
     with connect(server) as sock:
         sock.sendall(head(path, len(body)) + body)
         time.sleep(0.5)
         computing = metric(server, "dropserve_round_jobs_count")
         time.sleep(0.5)
         assert metric(server, "dropserve_round_jobs_count") > computing, "the job should be computing"
-    # The client has gone: its request is recorded as 499, and the engine runs no more rounds.
+    # The client has gone: its request is recorded as 499 (under the model that was answering it,
+    # the default route's too), and the engine runs no more rounds.
     deadline = time.monotonic() + 5
-    while metric(server, "dropserve_requests_total", route=route, status="499") == left_before:
+    while (
+        metric(server, "dropserve_requests_total", route=route, status="499", model="mnist-mlp")
+        == left_before
+    ):
         assert time.monotonic() < deadline, "the request was not stopped when its client left"
         time.sleep(0.1)
     rounds = metric(server, "dropserve_round_jobs_count")

@@ -13,6 +13,7 @@ from service.http.decoding import conformal_level, read_inference_request
 from service.http.dependencies import serving_for
 from service.http.disconnect import client_left, uncertainty_unless_the_client_leaves
 from service.http.errors import ApiError
+from service.http.request_context import note_model
 from service.http.responses import FastJSONResponse, prediction_body, uncertainty_body
 from service.http.schemas import ERROR_RESPONSES, INFERENCE_BODY, PredictResponse, UncertaintyResponse
 
@@ -38,6 +39,7 @@ async def predict(request: Request, name: str | None, version: int | None) -> Re
     """Answer with `name`'s model (the default model when None), at `version` (its latest when None)."""
     serving = serving_for(request)
     loaded = serving.engine.registry.get(name or serving.settings.default_model, version)
+    note_model(loaded.manifest.name)
     body = await read_inference_request(request, serving.settings, serving.decode_pool)
     probabilities = await serving.engine.predict(loaded, body.pixels)
     inputs = body.pixels if body.return_input else None
@@ -48,6 +50,7 @@ async def uncertainty(request: Request, name: str | None, version: int | None) -
     """As `predict`, with MC-dropout passes and their statistics."""
     serving = serving_for(request)
     loaded = serving.engine.registry.get(name or serving.settings.default_model, version)
+    note_model(loaded.manifest.name)
     body = await read_inference_request(request, serving.settings, serving.decode_pool)
     samples = body.samples or serving.settings.mc_samples_default
     if body.return_samples:
