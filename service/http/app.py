@@ -17,7 +17,7 @@ from service.draining import Drain
 from service.engine.engine import Engine
 from service.http.dependencies import Serving
 from service.http.errors import CatchAll, install_error_handlers
-from service.http.limits import BodySizeLimit
+from service.http.limits import BodyLimits
 from service.http.metrics import Metrics
 from service.http.request_context import AccessLog, RequestContext, RequestObserver
 from service.http.routes import card, health, inference, models, page, prometheus, v2
@@ -71,8 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.drain = drain
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(CatchAll)  # outside the body-size limit, inside RequestContext
+    app.add_middleware(
+        BodyLimits, max_bytes=settings.max_body_bytes, max_buffered_bytes=settings.max_buffered_body_bytes
+    )
+    app.add_middleware(CatchAll)  # outside the body limits, inside RequestContext
     # Added last, so outermost: its id and record cover the body-size refusals too.
     app.add_middleware(
         RequestContext,

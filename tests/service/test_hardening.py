@@ -269,3 +269,9 @@ def test_a_rejected_key_never_reaches_stderr(monkeypatch, capsys):
     assert main() == 2
     error = capsys.readouterr().err
     assert "api_key" in error and "tooshort-secret" not in error
+
+
+def test_a_body_budget_below_the_largest_body_is_refused_at_start_up():
+    # the largest body allowed could never be taken in
+    with pytest.raises(ValueError, match="max_buffered_body_bytes"):
+        Settings(max_body_bytes=2_000_000, max_buffered_body_bytes=1_000_000)

@@ -98,6 +98,48 @@ def test_slow_clients_do_not_starve_fast_ones(server):
             sock.close()
 
 
+@pytest.fixture(scope="module")
+def budget_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m service` that holds at most 2 MB of request bodies at once, 1 MB per body."""
+    repository = tmp_path_factory.mktemp("budget-artifacts")
+    publish_tiny(repository)
+    log = tmp_path_factory.mktemp("budget-logs") / "server.log"
+    limits = {"max_body_bytes": "1000000", "max_buffered_body_bytes": "2000000", "body_timeout_s": "10"}
+    with running_server(repository, log, log_level="warning", **limits) as running:
+        yield running.url
+
+
+def test_bodies_in_progress_share_a_memory_bound(budget_server):
+    batch = json.dumps({"instances": [[0.5] * 784] * 200}).encode()  # 0.78 MB
+    assert 700_000 < len(batch) < 800_000
+    holding = [connect(budget_server) for _ in range(2)]
+    try:
+        for sock in holding:  # two bodies of 0.78 MB, all but their last byte sent: 1.57 MB held
+            sock.sendall(head("/v1/predict", len(batch)) + batch[:-1])
+        time.sleep(0.5)
+        with httpx.Client(base_url=budget_server, timeout=10) as client:
+            assert client.post("/v1/predict", content=BODY, headers=JSON).status_code == 200  # 4 kB fit
+            refused = client.post("/v1/predict", content=batch, headers=JSON)  # 0.78 MB more do not
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "unavailable"
+            assert "2000000 bytes of request bodies" in refused.json()["error"]["message"]
+            tensor = {"name": "input", "datatype": "FP32", "shape": [200, 784], "data": [0.5] * 200 * 784}
+            infer = client.post("/v2/models/mnist-mlp/infer", json={"inputs": [tensor]})
+            assert infer.status_code == 503, infer.text  # in the Open Inference Protocol's error object
+            assert "request bodies" in infer.json()["error"] and infer.headers["retry-after"] == "1"
+            for sock in holding:
+                sock.sendall(batch[-1:])
+                status, _ = read_response(sock)
+                assert status == 200
+            # answered, the two release their bytes: the refused body fits now, three times over
+            for _ in range(3):
+                assert client.post("/v1/predict", content=batch, headers=JSON).status_code == 200
+    finally:
+        for sock in holding:
+            sock.close()
+
+
 def big_png(side: int) -> bytes:
     """A side x side grayscale PNG: black with a white bar, compressing to a few kB."""
     pixels = np.zeros((side, side), dtype=np.uint8)
