@@ -31,11 +31,11 @@ class Settings(BaseSettings):
     from different versions."""
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger gets 413."""
-    max_buffered_body_bytes: int = Field(128 * 1024 * 1024, ge=1024)
-    """Request-body bytes one process holds at once, over every request being read, decoded or
-    answered; a body whose bytes would pass it gets 503 with Retry-After, so that a burst of large
-    uploads cannot exhaust memory (resident memory grows by up to about four times this). At least
-    max_body_bytes."""
+    max_buffered_bytes: int = Field(128 * 1024 * 1024, ge=1024)
+    """Bytes of request and response bodies one process holds at once, over every request in
+    progress (a `return_samples` answer reserves 48 bytes a value while it is built); a body over
+    64 KiB that would pass it gets 503 with Retry-After, so that a burst of large uploads, or of
+    large answers clients are slow to read, cannot exhaust memory. At least max_body_bytes."""
     max_instances: int = Field(256, ge=1)
     """Most images or instances in one request; more gets 413."""
     max_image_pixels: int = Field(16_000_000, ge=784)
@@ -92,6 +92,6 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.mc_samples_default > self.mc_samples_max:
             raise ValueError("mc_samples_default must not exceed mc_samples_max")
-        if self.max_buffered_body_bytes < self.max_body_bytes:
-            raise ValueError("max_buffered_body_bytes must be at least max_body_bytes")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError("max_buffered_bytes must be at least max_body_bytes")
         return self

@@ -68,17 +68,20 @@ def uncertainty(
 ) -> Steps:
     """`samples` MC-dropout passes seeded with `seed`, one chunk of passes per step; with a conformal
     `level` (one of the artifact's), also the prediction sets and the abstain flags."""
-    statistics = PassStatistics(len(pixels), loaded.manifest.spec.num_classes)
-    kept: list[np.ndarray] = []
+    classes = loaded.manifest.spec.num_classes
+    statistics = PassStatistics(len(pixels), classes)
+    # (B, T, C), filled chunk by chunk; C-contiguous, so the answer serializes it as it is
+    samples_out = np.empty((len(pixels), samples, classes)) if return_samples else None
     chunks = uncertainty_steps(loaded, len(pixels), samples)
     passes = mc_dropout_chunks(loaded.weights, _inputs(loaded, pixels), samples, MaskSource(seed))
+    done = 0  # passes so far
     for index, logits in enumerate(passes):
         probs = statistics.add(logits)  # (t, B, C)
-        if return_samples:
-            kept.append(probs)
+        if samples_out is not None:
+            samples_out[:, done : done + len(probs)] = probs.transpose(1, 0, 2)
+        done += len(probs)
         if index + 1 < chunks:  # the last chunk and the summary make one step
             yield
-    samples_out = np.concatenate(kept).transpose(1, 0, 2) if return_samples else None  # (B, T, C)
     summary = statistics.summary()
     manifest = loaded.manifest
     probabilities = apply_temperature(summary.mean_probabilities, manifest.calibration.temperature)

@@ -17,7 +17,7 @@ from service.draining import Drain
 from service.engine.engine import Engine
 from service.http.dependencies import Serving
 from service.http.errors import CatchAll, install_error_handlers
-from service.http.limits import BodyLimits
+from service.http.limits import BodyBudget, BodyLimits
 from service.http.metrics import Metrics
 from service.http.request_context import AccessLog, RequestContext, RequestObserver
 from service.http.routes import card, health, inference, models, page, prometheus, v2
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
     drain = Drain()  # what the app does between SIGTERM and uvicorn's shutdown
+    budget = BodyBudget(settings.max_buffered_bytes)  # request and response bodies held at once
     engine = Engine(
         settings.model_repository,
         settings.device,
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with ThreadPoolExecutor(
             settings.decode_threads, thread_name_prefix="decode", initializer=lower_priority
         ) as pool:
-            app.state.serving = Serving(settings, engine, pool)
+            app.state.serving = Serving(settings, engine, pool, budget)
             await engine.start()
             # What is alive now (modules, the app, the models) lives as long as the process: out of
             # the collector's sight, full collections no longer walk it several times a second under
@@ -71,9 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.drain = drain
     install_error_handlers(app)
-    app.add_middleware(
-        BodyLimits, max_bytes=settings.max_body_bytes, max_buffered_bytes=settings.max_buffered_body_bytes
-    )
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, budget=budget)
     app.add_middleware(CatchAll)  # outside the body limits, inside RequestContext
     # Added last, so outermost: its id and record cover the body-size refusals too.
     app.add_middleware(

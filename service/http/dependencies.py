@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from service.engine.engine import Engine
 from service.engine.registry import ModelRegistry
 from service.http.errors import ApiError
+from service.http.limits import BodyBudget
 from service.settings import Settings
 
 # Dependencies are `async def` although they never await: FastAPI runs plain `def` dependencies in
@@ -49,6 +50,7 @@ class Serving:
     settings: Settings
     engine: Engine
     decode_pool: Executor  # threads that decode large bodies off the event loop
+    budget: BodyBudget  # bytes of bodies held, for routes that reserve room for a large answer
 
 
 def serving_for(request: Request) -> Serving:

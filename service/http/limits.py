@@ -1,14 +1,26 @@
-"""ASGI middleware that bounds request bodies as they arrive, before anything buffers them: each
-body by `max_bytes` (413), and all bodies in progress together by `max_buffered_bytes` (503 with
-Retry-After), so that a burst of large uploads cannot take the process past its memory.
+"""ASGI middleware that bounds the bodies a process holds, request and response alike: each
+request body by `max_bytes` (413, before anything buffers it), and every body in progress
+together by a BodyBudget (DROPSERVE_MAX_BUFFERED_BYTES; 503 with Retry-After), so that a burst of
+large uploads, or of large answers that clients are slow to read, cannot take the process past its
+memory.
 
-Only bytes that have arrived count, for as long as their request is being served: a client that
-trickles its body holds next to nothing, and a refused request holds nothing. Without the shared
-bound, 50 uploads of 10 MiB at once took one worker from 260 MiB to 1.6 GiB resident (the bodies,
-their joined copies, and their decoding), past the Kubernetes manifest's limit of 1.5 GiB.
+A request body counts with the bytes that have arrived (a client that trickles its body holds
+next to nothing), an answer with its Content-Length; both until the request ends. A route that
+will build a large answer reserves room for it before computing it (`BodyBudget.holding`). Large
+answers go to the server in slices, so that uvicorn's flow control holds the request open while its
+client reads (sent whole, an answer sits in the transport's buffer after its request has ended,
+out of any count). Bodies up to SMALL_BYTES are never refused for the shared bound (they count
+toward it): whoever fills it can hold up large uploads and answers, never ordinary requests.
+
+Without it, 50 uploads of 10 MiB at once took one worker from 260 MiB to 1.6 GiB resident, and 20
+clients that did not read answers of 2 million sampled probabilities (44 MB each) to 1.6 GiB: past
+the Kubernetes manifest's limit of 1.5 GiB, where an OOM kill loses every request in flight.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,13 +28,46 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.engine.errors import Overloaded
 from service.http.errors import ApiError, engine_refusal, error_envelope
 
+SMALL_BYTES = 64 * 1024
+SLICE_BYTES = 256 * 1024  # an answer larger than this goes to the server in slices of this size
+
+
+class BodyBudget:
+    """The bytes of bodies one process holds, against its bound: shared by BodyLimits and the
+    routes that reserve room for a large answer before they compute it."""
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.held = 0
+
+    def take(self, size: int, total: int) -> None:
+        """Count `size` more bytes of a body of `total` so far; Overloaded (503 with Retry-After)
+        when a body over SMALL_BYTES would take the process past its bound."""
+        if total > SMALL_BYTES and self.held + size > self.bound:
+            raise Overloaded(
+                f"the server holds its bound of {self.bound} bytes of request and response bodies; "
+                "retry shortly"
+            )
+        self.held += size
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+    @contextmanager
+    def holding(self, size: int) -> Iterator[None]:
+        """`size` bytes taken for the block, given back after it."""
+        self.take(size, size)
+        try:
+            yield
+        finally:
+            self.give_back(size)
+
 
 class BodyLimits:
-    def __init__(self, app: ASGIApp, max_bytes: int, max_buffered_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, budget: BodyBudget) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.max_buffered_bytes = max_buffered_bytes
-        self.buffered = 0  # body bytes of the requests being served, all of them together
+        self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -32,39 +77,83 @@ class BodyLimits:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await _refuse(scope, send, self._too_large())
             return
-        held = 0  # this request's share of self.buffered
+        received = 0  # of the request body
+        held = 0  # this request's bytes in the budget
+        refused_answer = False  # the app's answer was replaced by a 503: drop the rest of it
+
+        def hold(size: int, total: int) -> None:
+            nonlocal held
+            try:
+                self.budget.take(size, total)
+            except Overloaded as busy:
+                raise _Refused(engine_refusal(busy)) from None  # 503 with Retry-After, as a full engine
+            held += size
 
         async def limited_receive() -> Message:
-            nonlocal held
+            nonlocal received
             message = await receive()
-            size = len(message.get("body", b"")) if message["type"] == "http.request" else 0
-            if held + size > self.max_bytes:
-                raise _Refused(self._too_large())
-            if self.buffered + size > self.max_buffered_bytes:
-                raise _Refused(self._busy())
-            held += size
-            self.buffered += size
+            if message["type"] == "http.request":
+                size = len(message.get("body", b""))
+                received += size
+                if received > self.max_bytes:
+                    raise _Refused(self._too_large())
+                hold(size, received)
             return message
 
+        async def limited_send(message: Message) -> None:
+            nonlocal refused_answer
+            if message["type"] == "http.response.start":
+                length = _content_length(message)
+                try:
+                    hold(length, length)
+                except _Refused as refused:
+                    refused_answer = True
+                    await _refuse(scope, send, refused.error)
+                    return
+            if refused_answer:
+                return
+            if message["type"] == "http.response.body" and len(message.get("body", b"")) > SLICE_BYTES:
+                await _send_in_slices(send, message)
+            else:
+                await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, limited_send)
         except _Refused as refused:
             await _refuse(scope, send, refused.error)
         finally:
-            self.buffered -= held
+            self.budget.give_back(held)
 
     def _too_large(self) -> ApiError:
         return ApiError(413, f"request body over {self.max_bytes} bytes")
-
-    def _busy(self) -> ApiError:
-        bound = self.max_buffered_bytes
-        message = f"the server holds its bound of {bound} bytes of request bodies; retry shortly"
-        return engine_refusal(Overloaded(message))  # 503 with Retry-After, as a full engine answers
 
 
 class _Refused(Exception):
     def __init__(self, error: ApiError) -> None:
         self.error = error
+
+
+def _content_length(message: Message) -> int:
+    for name, value in message.get("headers", ()):
+        if name.lower() == b"content-length" and value.isdigit():
+            return int(value)
+    return 0
+
+
+async def _send_in_slices(send: Send, message: Message) -> None:
+    """One body message as several: uvicorn waits for its client to read before each send."""
+    body: bytes = message["body"]
+    starts = range(0, len(body), SLICE_BYTES)
+    for start in starts[:-1]:
+        await send(
+            {"type": "http.response.body", "body": body[start : start + SLICE_BYTES], "more_body": True}
+        )
+    last = {
+        "type": "http.response.body",
+        "body": body[starts[-1] :],
+        "more_body": message.get("more_body", False),
+    }
+    await send(last)
 
 
 async def _refuse(scope: Scope, send: Send, error: ApiError) -> None:

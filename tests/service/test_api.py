@@ -4,9 +4,13 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from models.artifact import load_artifact
+from models.mc_dropout import MaskSource, mc_dropout_logits, passes_per_chunk
+from models.uncertainty import summarize_logits
 from service.http.app import create_app
 from service.settings import Settings
 from tests.conftest import publish_tiny
@@ -314,3 +318,17 @@ def test_openapi_documents_the_routes(client):
     body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data", "image/png"} <= set(body)
     assert client.get("/docs").status_code == 200
+
+
+def test_sampled_probabilities_are_the_passes_own_float64_values(repository, one_thread):
+    # 7 inputs x 10,000 passes of the tiny model: several chunks, filled into one (B, T, C) array
+    pixels = np.random.default_rng(5).random((7, 784)).astype(np.float32)
+    loaded = load_artifact(repository / "mnist-mlp" / "1")
+    assert passes_per_chunk(loaded.weights, 7) < 10_000
+    body = {"instances": pixels.tolist(), "samples": 10_000, "seed": 11, "return_samples": True}
+    with TestClient(create_app(Settings(model_repository=repository))) as client:
+        answer = client.post("/v1/uncertainty", json=body).json()
+    logits = mc_dropout_logits(loaded.weights, torch.tensor(pixels), 10_000, MaskSource(11))
+    _, probs = summarize_logits(logits.numpy())  # (T, B, C) float64
+    for b, prediction in enumerate(answer["predictions"]):
+        assert np.array_equal(np.array(prediction["sample_probabilities"]), probs[:, b])  # to the last bit

@@ -273,5 +273,5 @@ def test_a_rejected_key_never_reaches_stderr(monkeypatch, capsys):
 
 def test_a_body_budget_below_the_largest_body_is_refused_at_start_up():
     # the largest body allowed could never be taken in
-    with pytest.raises(ValueError, match="max_buffered_body_bytes"):
-        Settings(max_body_bytes=2_000_000, max_buffered_body_bytes=1_000_000)
+    with pytest.raises(ValueError, match="max_buffered_bytes"):
+        Settings(max_body_bytes=2_000_000, max_buffered_bytes=1_000_000)

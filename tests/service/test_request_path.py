@@ -100,36 +100,38 @@ def test_slow_clients_do_not_starve_fast_ones(server):
 
 @pytest.fixture(scope="module")
 def budget_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m service` that holds at most 2 MB of request bodies at once, 1 MB per body."""
+    """`python -m service` that holds at most 25 MB of request and response bodies at once."""
     repository = tmp_path_factory.mktemp("budget-artifacts")
     publish_tiny(repository)
     log = tmp_path_factory.mktemp("budget-logs") / "server.log"
-    limits = {"max_body_bytes": "1000000", "max_buffered_body_bytes": "2000000", "body_timeout_s": "10"}
+    limits = {"max_body_bytes": "12500000", "max_buffered_bytes": "25000000", "body_timeout_s": "10"}
     with running_server(repository, log, log_level="warning", **limits) as running:
         yield running.url
 
 
-def test_bodies_in_progress_share_a_memory_bound(budget_server):
+def test_request_bodies_in_progress_share_a_memory_bound(budget_server):
     batch = json.dumps({"instances": [[0.5] * 784] * 200}).encode()  # 0.78 MB
     assert 700_000 < len(batch) < 800_000
+    padded = batch + b" " * (12_499_500 - len(batch))  # JSON allows trailing whitespace
     holding = [connect(budget_server) for _ in range(2)]
     try:
-        for sock in holding:  # two bodies of 0.78 MB, all but their last byte sent: 1.57 MB held
-            sock.sendall(head("/v1/predict", len(batch)) + batch[:-1])
-        time.sleep(0.5)
+        for sock in holding:  # all but the last byte of two bodies: 24,998,998 of the 25 MB held
+            sock.sendall(head("/v1/predict", len(padded)) + padded[:-1])
+        time.sleep(1)
         with httpx.Client(base_url=budget_server, timeout=10) as client:
-            assert client.post("/v1/predict", content=BODY, headers=JSON).status_code == 200  # 4 kB fit
-            refused = client.post("/v1/predict", content=batch, headers=JSON)  # 0.78 MB more do not
+            # a small body is never refused for the bound, though with its 4 kB the total is past it
+            assert client.post("/v1/predict", content=BODY, headers=JSON).status_code == 200
+            refused = client.post("/v1/predict", content=batch, headers=JSON)
             assert refused.status_code == 503
             assert refused.headers["retry-after"] == "1"
             assert refused.json()["error"]["code"] == "unavailable"
-            assert "2000000 bytes of request bodies" in refused.json()["error"]["message"]
+            assert "25000000 bytes of request and response bodies" in refused.json()["error"]["message"]
             tensor = {"name": "input", "datatype": "FP32", "shape": [200, 784], "data": [0.5] * 200 * 784}
             infer = client.post("/v2/models/mnist-mlp/infer", json={"inputs": [tensor]})
             assert infer.status_code == 503, infer.text  # in the Open Inference Protocol's error object
-            assert "request bodies" in infer.json()["error"] and infer.headers["retry-after"] == "1"
+            assert "bodies" in infer.json()["error"] and infer.headers["retry-after"] == "1"
             for sock in holding:
-                sock.sendall(batch[-1:])
+                sock.sendall(padded[-1:])
                 status, _ = read_response(sock)
                 assert status == 200
             # answered, the two release their bytes: the refused body fits now, three times over
@@ -138,6 +140,46 @@ def test_bodies_in_progress_share_a_memory_bound(budget_server):
     finally:
         for sock in holding:
             sock.close()
+
+
+def test_an_answer_its_client_does_not_read_holds_its_share_of_the_bound(budget_server):
+    # 4 instances x 10,000 sampled probabilities of 10 classes: an answer of about 8 MB, which takes
+    # 400,000 x 48 = 19.2 MB of the 25 MB while it is computed and built
+    body = json.dumps({"instances": [[0.5] * 784] * 4, "samples": 10_000, "return_samples": True}).encode()
+    with httpx.Client(base_url=budget_server, timeout=30) as client:
+        size = len(client.post("/v1/uncertainty", content=body, headers=JSON).content)
+        assert 6_000_000 < size < 10_000_000
+        reader = socket.socket()  # asks for such an answer and reads none of it
+        try:
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            host, port = budget_server.removeprefix("http://").split(":")
+            reader.connect((host, int(port)))
+            reader.sendall(head("/v1/uncertainty", len(body)) + body)
+            # the part of its answer the kernel did not take stays counted: no room for another
+            deadline = time.monotonic() + 15
+            while (another := client.post("/v1/uncertainty", content=body, headers=JSON)).status_code == 200:
+                assert time.monotonic() < deadline, "an unread answer should hold its share of the bound"
+                time.sleep(0.2)
+            assert another.status_code == 503 and another.headers["retry-after"] == "1"
+            assert client.post("/v1/predict", content=BODY, headers=JSON).status_code == 200
+        finally:
+            reader.close()
+        # its client gone, the answer no longer holds anything
+        deadline = time.monotonic() + 15
+        while client.post("/v1/uncertainty", content=body, headers=JSON).status_code != 200:
+            assert time.monotonic() < deadline, "an answer whose client left should be given back"
+            time.sleep(0.2)
+
+
+def test_an_answer_larger_than_the_bound_can_hold_is_413_saying_what_fits(budget_server):
+    # 10 instances x 10,000 samples x 10 classes = 1,000,000 values: 48 MB to build, over the 25 MB
+    body = {"instances": [[0.5] * 784] * 10, "samples": 10_000, "return_samples": True}
+    response = httpx.post(f"{budget_server}/v1/uncertainty", json=body, timeout=30)
+    assert response.status_code == 413
+    assert (
+        "over the 520833 this server returns; ask for at most 5208 samples"
+        in response.json()["error"]["message"]
+    )
 
 
 def big_png(side: int) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,7 +11,7 @@ from starlette.responses import Response
 
 from models.artifact import LoadedModel
 from service.http.decoding import conformal_level, read_inference_request
-from service.http.dependencies import serving_for
+from service.http.dependencies import Serving, serving_for
 from service.http.disconnect import client_left, uncertainty_unless_the_client_leaves
 from service.http.errors import ApiError
 from service.http.request_context import note_model
@@ -53,31 +54,44 @@ async def uncertainty(request: Request, name: str | None, version: int | None) -
     note_model(loaded.manifest.name)
     body = await read_inference_request(request, serving.settings, serving.decode_pool)
     samples = body.samples or serving.settings.mc_samples_default
+    room: AbstractContextManager[None] = nullcontext()
     if body.return_samples:
-        check_response_size(loaded, len(body.pixels), samples, serving.settings.max_response_values)
+        sampled = sampled_values(loaded, len(body.pixels), samples, serving)
+        room = serving.budget.holding(sampled * SAMPLED_VALUE_BYTES)  # 503 while others hold it
     level = None if body.coverage is None else conformal_level(loaded, body.coverage)
     seed = random.getrandbits(31) if body.seed is None else body.seed  # reported, so reproducible
-    result = await uncertainty_unless_the_client_leaves(
-        request, serving.engine, loaded, body.pixels, samples, seed, body.return_samples, level
-    )
-    if result is None:
-        return client_left()
-    inputs = body.pixels if body.return_input else None
-    return FastJSONResponse(uncertainty_body(loaded, result, inputs))
+    with room:
+        result = await uncertainty_unless_the_client_leaves(
+            request, serving.engine, loaded, body.pixels, samples, seed, body.return_samples, level
+        )
+        if result is None:
+            return client_left()
+        inputs = body.pixels if body.return_input else None
+        return FastJSONResponse(uncertainty_body(loaded, result, inputs))
 
 
-def check_response_size(loaded: LoadedModel, instances: int, samples: int, limit: int) -> None:
-    """413 when the sampled probabilities would pass `limit` values, saying what fits."""
+# What one sampled probability of an answer takes at its peak, while the answer is built: 8 bytes in
+# the (B, T, C) array, about 22 of JSON, and room for orjson's growing buffer (a 2-million-value
+# answer peaked at 83 MB). Reserved from the body budget before the passes run.
+SAMPLED_VALUE_BYTES = 48
+
+
+def sampled_values(loaded: LoadedModel, instances: int, samples: int, serving: Serving) -> int:
+    """The sampled probabilities a `return_samples` answer would carry; 413, saying what fits, past
+    the most one answer may carry (DROPSERVE_MAX_RESPONSE_VALUES, and what the body budget holds)."""
+    limit = min(serving.settings.max_response_values, serving.budget.bound // SAMPLED_VALUE_BYTES)
     classes = loaded.manifest.spec.num_classes
-    if instances * samples * classes > limit:
+    values = instances * samples * classes
+    if values > limit:
         fits = max(1, limit // (instances * classes))
         raise ApiError(
             413,
             f"return_samples with {instances} instances x {samples} samples x {classes} classes is "
-            f"{instances * samples * classes} values, over the {limit} this server returns; ask for at "
-            f"most {fits} samples, fewer instances per request, or leave out return_samples (the "
-            "statistics need no sampled probabilities)",
+            f"{values} values, over the {limit} this server returns; ask for at most {fits} samples, "
+            "fewer instances per request, or leave out return_samples (the statistics need no sampled "
+            "probabilities)",
         )
+    return values
 
 
 @router.post("/predict", summary="Predict with the default model", **_PREDICT)
