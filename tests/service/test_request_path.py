@@ -23,15 +23,21 @@ BODY = json.dumps({"instances": [[0.0] * 784]}).encode()
 JSON = {"content-type": "application/json"}
 
 
+def tiny_server(factory: pytest.TempPathFactory, name: str, **settings: str) -> Iterator[str]:
+    """`python -m service` serving a tiny model with `settings`; yields its URL."""
+    repository = factory.mktemp(f"{name}-artifacts")
+    publish_tiny(repository)
+    log = factory.mktemp(f"{name}-logs") / "server.log"
+    with running_server(repository, log, log_level="warning", **settings) as running:
+        yield running.url
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m service` with a tiny model, a small engine queue and a short body timeout."""
-    repository = tmp_path_factory.mktemp("artifacts")
-    publish_tiny(repository)
-    log = tmp_path_factory.mktemp("logs") / "server.log"
-    limits = {"queue_max": "8", "body_timeout_s": "3", "mc_samples_max": "100000000"}
-    with running_server(repository, log, log_level="warning", **limits) as running:
-        yield running.url
+    """A small engine queue and a short body timeout."""
+    yield from tiny_server(
+        tmp_path_factory, "engine", queue_max="8", body_timeout_s="3", mc_samples_max="100000000"
+    )
 
 
 def connect(url: str) -> socket.socket:
@@ -100,13 +106,10 @@ def test_slow_clients_do_not_starve_fast_ones(server):
 
 @pytest.fixture(scope="module")
 def budget_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m service` that holds at most 25 MB of request and response bodies at once."""
-    repository = tmp_path_factory.mktemp("budget-artifacts")
-    publish_tiny(repository)
-    log = tmp_path_factory.mktemp("budget-logs") / "server.log"
-    limits = {"max_body_bytes": "12500000", "max_buffered_bytes": "25000000", "body_timeout_s": "10"}
-    with running_server(repository, log, log_level="warning", **limits) as running:
-        yield running.url
+    """At most 25 MB of request and response bodies held at once."""
+    yield from tiny_server(
+        tmp_path_factory, "budget", max_body_bytes="12500000", max_buffered_bytes="25000000"
+    )
 
 
 def test_request_bodies_in_progress_share_a_memory_bound(budget_server):
