@@ -143,17 +143,10 @@ def _content_length(message: Message) -> int:
 async def _send_in_slices(send: Send, message: Message) -> None:
     """One body message as several: uvicorn waits for its client to read before each send."""
     body: bytes = message["body"]
-    starts = range(0, len(body), SLICE_BYTES)
-    for start in starts[:-1]:
-        await send(
-            {"type": "http.response.body", "body": body[start : start + SLICE_BYTES], "more_body": True}
-        )
-    last = {
-        "type": "http.response.body",
-        "body": body[starts[-1] :],
-        "more_body": message.get("more_body", False),
-    }
-    await send(last)
+    for start in range(0, len(body), SLICE_BYTES):
+        end = start + SLICE_BYTES
+        more = end < len(body) or message.get("more_body", False)
+        await send({"type": "http.response.body", "body": body[start:end], "more_body": more})
 
 
 async def _refuse(scope: Scope, send: Send, error: ApiError) -> None:
