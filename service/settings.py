@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0.0)
     """Longest an inference request may compute; past it, its computation stops and it gets 503."""
     body_timeout_s: float = Field(10.0, gt=0.0)
-    """Longest a request body may take to arrive once its headers have; past it, 408."""
+    """Longest a request body may take to arrive once its headers have; past it, 408. Also the
+    longest a client may leave each 256 KiB of a large answer unread; past it, its connection is
+    closed."""
     keep_alive_s: int = Field(75, ge=1)
     """How long an idle keep-alive connection stays open. Longer than a proxy or client in front
     keeps one idle (nginx's upstream pool 60 s, AWS load balancers 60 s, httpx 5 s), so that they,

@@ -72,7 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.drain = drain
     install_error_handlers(app)
-    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, budget=budget)
+    app.add_middleware(
+        BodyLimits, max_bytes=settings.max_body_bytes, budget=budget, send_timeout_s=settings.body_timeout_s
+    )
     app.add_middleware(CatchAll)  # outside the body limits, inside RequestContext
     # Added last, so outermost: its id and record cover the body-size refusals too.
     app.add_middleware(

@@ -4,13 +4,14 @@ together by a BodyBudget (DROPSERVE_MAX_BUFFERED_BYTES; 503 with Retry-After), s
 large uploads, or of large answers that clients are slow to read, cannot take the process past its
 memory.
 
-A request body counts with the bytes that have arrived (a client that trickles its body holds
-next to nothing), an answer with its Content-Length; both until the request ends. A route that
-will build a large answer reserves room for it before computing it (`BodyBudget.holding`). Large
-answers go to the server in slices, so that uvicorn's flow control holds the request open while its
-client reads (sent whole, an answer sits in the transport's buffer after its request has ended,
-out of any count). Bodies up to SMALL_BYTES are never refused for the shared bound (they count
-toward it): whoever fills it can hold up large uploads and answers, never ordinary requests.
+A request body counts with the bytes that have arrived (a client that trickles its body holds next
+to nothing), an answer with its Content-Length; both until the request ends. A route that will build
+a large answer reserves room for it before computing it (`BodyBudget.holding`). Large answers go to
+the server in slices, so that uvicorn's flow control holds the request open while its client reads
+(sent whole, an answer sits in the transport's buffer after its request has ended, out of any
+count), and a client that stops reading is given up on after `body_timeout_s`. Bodies up to
+SMALL_BYTES are never refused for the shared bound (they count toward it): whoever fills it can hold
+up large uploads and answers, never ordinary requests.
 
 Without it, 50 uploads of 10 MiB at once took one worker from 260 MiB to 1.6 GiB resident, and 20
 clients that did not read answers of 2 million sampled probabilities (44 MB each) to 1.6 GiB: past
@@ -19,6 +20,8 @@ the Kubernetes manifest's limit of 1.5 GiB, where an OOM kill loses every reques
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,6 +30,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.engine.errors import Overloaded
 from service.http.errors import ApiError, engine_refusal, error_envelope
+
+log = logging.getLogger(__name__)
 
 SMALL_BYTES = 64 * 1024
 SLICE_BYTES = 256 * 1024  # an answer larger than this goes to the server in slices of this size
@@ -64,10 +69,11 @@ class BodyBudget:
 
 
 class BodyLimits:
-    def __init__(self, app: ASGIApp, max_bytes: int, budget: BodyBudget) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, budget: BodyBudget, send_timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.budget = budget
+        self.send_timeout_s = send_timeout_s  # longest a client may leave a slice of an answer unread
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,7 +119,7 @@ class BodyLimits:
             if refused_answer:
                 return
             if message["type"] == "http.response.body" and len(message.get("body", b"")) > SLICE_BYTES:
-                await _send_in_slices(send, message)
+                await _send_in_slices(send, message, self.send_timeout_s)
             else:
                 await send(message)
 
@@ -140,13 +146,21 @@ def _content_length(message: Message) -> int:
     return 0
 
 
-async def _send_in_slices(send: Send, message: Message) -> None:
-    """One body message as several: uvicorn waits for its client to read before each send."""
+async def _send_in_slices(send: Send, message: Message, timeout_s: float) -> None:
+    """One body message as several: uvicorn waits for its client to read before each send. A client
+    that leaves a slice unread for `timeout_s` is given up on: the answer is left unfinished, so
+    uvicorn closes the connection (logging that the response was not completed), and the request's
+    bytes go back to the budget."""
     body: bytes = message["body"]
     for start in range(0, len(body), SLICE_BYTES):
         end = start + SLICE_BYTES
         more = end < len(body) or message.get("more_body", False)
-        await send({"type": "http.response.body", "body": body[start:end], "more_body": more})
+        try:
+            async with asyncio.timeout(timeout_s):
+                await send({"type": "http.response.body", "body": body[start:end], "more_body": more})
+        except TimeoutError:
+            log.warning("a client read none of its answer for %g s; closing its connection", timeout_s)
+            return
 
 
 async def _refuse(scope: Scope, send: Send, error: ApiError) -> None:

@@ -106,10 +106,10 @@ def test_slow_clients_do_not_starve_fast_ones(server):
 
 @pytest.fixture(scope="module")
 def budget_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """At most 25 MB of request and response bodies held at once."""
-    yield from tiny_server(
-        tmp_path_factory, "budget", max_body_bytes="12500000", max_buffered_bytes="25000000"
-    )
+    """At most 25 MB of request and response bodies held at once; 4 s for a body, or a slice of an
+    answer, to go through."""
+    limits = {"max_body_bytes": "12500000", "max_buffered_bytes": "25000000", "body_timeout_s": "4"}
+    yield from tiny_server(tmp_path_factory, "budget", **limits)
 
 
 def test_request_bodies_in_progress_share_a_memory_bound(budget_server):
@@ -172,6 +172,25 @@ def test_an_answer_its_client_does_not_read_holds_its_share_of_the_bound(budget_
         while client.post("/v1/uncertainty", content=body, headers=JSON).status_code != 200:
             assert time.monotonic() < deadline, "an answer whose client left should be given back"
             time.sleep(0.2)
+
+
+def test_a_client_that_stops_reading_its_answer_is_given_up_on(budget_server):
+    body = json.dumps({"instances": [[0.5] * 784] * 4, "samples": 10_000, "return_samples": True}).encode()
+    with socket.socket() as reader, httpx.Client(base_url=budget_server, timeout=30) as client:
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = budget_server.removeprefix("http://").split(":")
+        reader.connect((host, int(port)))
+        reader.sendall(head("/v1/uncertainty", len(body)) + body)
+        deadline = time.monotonic() + 15
+        while client.post("/v1/uncertainty", content=body, headers=JSON).status_code != 503:
+            assert time.monotonic() < deadline, "the unread answer should hold its share first"
+            time.sleep(0.1)
+        # still connected, reading nothing: after DROPSERVE_BODY_TIMEOUT_S (4 s) it holds nothing
+        started = time.monotonic()
+        while client.post("/v1/uncertainty", content=body, headers=JSON).status_code != 200:
+            assert time.monotonic() < started + 15, "a client that reads nothing should be given up on"
+            time.sleep(0.2)
+        assert time.monotonic() - started > 2  # not before its time
 
 
 def test_an_answer_larger_than_the_bound_can_hold_is_413_saying_what_fits(budget_server):
