@@ -85,7 +85,7 @@ class BodyLimits:
             return
         received = 0  # of the request body
         held = 0  # this request's bytes in the budget
-        refused_answer = False  # the app's answer was replaced by a 503: drop the rest of it
+        dropping = False  # the app's answer was replaced by a 503, or its client stopped reading
 
         def hold(size: int, total: int) -> None:
             nonlocal held
@@ -107,19 +107,19 @@ class BodyLimits:
             return message
 
         async def limited_send(message: Message) -> None:
-            nonlocal refused_answer
+            nonlocal dropping
             if message["type"] == "http.response.start":
                 length = _content_length(message)
                 try:
                     hold(length, length)
                 except _Refused as refused:
-                    refused_answer = True
+                    dropping = True
                     await _refuse(scope, send, refused.error)
                     return
-            if refused_answer:
+            if dropping:
                 return
             if message["type"] == "http.response.body" and len(message.get("body", b"")) > SLICE_BYTES:
-                await _send_in_slices(send, message, self.send_timeout_s)
+                dropping = not await _send_in_slices(send, message, self.send_timeout_s)
             else:
                 await send(message)
 
@@ -146,11 +146,11 @@ def _content_length(message: Message) -> int:
     return 0
 
 
-async def _send_in_slices(send: Send, message: Message, timeout_s: float) -> None:
+async def _send_in_slices(send: Send, message: Message, timeout_s: float) -> bool:
     """One body message as several: uvicorn waits for its client to read before each send. A client
     that leaves a slice unread for `timeout_s` is given up on: the answer is left unfinished, so
     uvicorn closes the connection (logging that the response was not completed), and the request's
-    bytes go back to the budget."""
+    bytes go back to the budget. False when it was given up on."""
     body: bytes = message["body"]
     for start in range(0, len(body), SLICE_BYTES):
         end = start + SLICE_BYTES
@@ -160,7 +160,8 @@ async def _send_in_slices(send: Send, message: Message, timeout_s: float) -> Non
                 await send({"type": "http.response.body", "body": body[start:end], "more_body": more})
         except TimeoutError:
             log.warning("a client read none of its answer for %g s; closing its connection", timeout_s)
-            return
+            return False
+    return True
 
 
 async def _refuse(scope: Scope, send: Send, error: ApiError) -> None:
