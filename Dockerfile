@@ -16,7 +16,7 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG OFFLINE=0
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY models models
 COPY training training
 COPY service service
@@ -33,7 +33,7 @@ RUN --mount=type=bind,target=/context \
     if [ "$OFFLINE" = 1 ]; then pip_source="--no-index --find-links /context/deploy/wheelhouse"; \
     else pip_source="--extra-index-url $TORCH_INDEX_URL"; fi; \
     python -m venv /opt/venv; \
-    /opt/venv/bin/pip install --quiet $pip_source .; \
+    /opt/venv/bin/pip install --quiet $pip_source --constraint constraints.txt .; \
     /opt/venv/bin/pip uninstall --quiet --yes setuptools wheel 2>/dev/null || true; \
     torch=/opt/venv/lib/python3.11/site-packages/torch; \
     rm -rf "$torch"/include "$torch"/share/cmake "$torch"/test "$torch"/bin/test_* "$torch"/bin/*Test \

@@ -6,17 +6,30 @@ STAMP  := $(VENV)/.installed
 ARTIFACTS ?= artifacts
 MODEL  ?= mnist-mlp
 
-.PHONY: setup run serve train test test-fast test-blas-paths check-cuda lint format typecheck clean browser
+.PHONY: setup lock run serve train test test-fast test-blas-paths check-cuda lint format typecheck clean browser
 
 setup: $(STAMP)
 
-# Re-install only when the project's dependencies or its C kernels change.
-$(STAMP): pyproject.toml models/_kernels.c
+# Re-install only when the project's dependencies or its C kernels change. constraints.txt holds the
+# exact release of every package installed, so a fresh clone tests what was tested here.
+$(STAMP): pyproject.toml constraints.txt models/_kernels.c
 	deploy/c-toolchain.sh $(PYTHON)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --constraint constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# Re-resolve pyproject.toml's ranges to today's newest releases, in a scratch environment, into
+# constraints.txt; then `make test` and commit both. torch keeps its pin without the build's local
+# label (2.13.0 matches 2.13.0+cpu and 2.13.0+cu128 alike), so the CUDA image takes the same file.
+LOCK_VENV := .cache/lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet '.[dev]'
+	{ echo "# Every package \`make setup\` installs, at the release tested; \`make lock\` rewrites this file."; \
+	  $(LOCK_VENV)/bin/pip freeze | grep -v '^dropserve' | sed 's/^\(torch==[^+]*\)+.*/\1/'; } > constraints.txt
+	rm -rf $(LOCK_VENV)
 
 # Train each of MODELS the repository lacks (mnist-mlp on MNIST, fashion-mlp on Fashion-MNIST; the
 # seed recipe), then serve every model in the repository on port 8000:

@@ -9,12 +9,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: bench bench-smoke bench-deps bench-model
 
-# wrk from Debian; LitServe in its own venv, with the CPU build of the torch we use.
+# wrk from Debian; LitServe in its own venv, with the CPU build of the torch we use and, of the
+# packages the two share (fastapi, uvicorn, numpy...), the releases in constraints.txt.
 bench-deps: setup
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	@$(BENCH_VENV)/bin/python -c "import litserve, safetensors, torch" 2>/dev/null || \
-		$(BENCH_VENV)/bin/pip install --quiet litserve safetensors numpy \
+		$(BENCH_VENV)/bin/pip install --quiet --constraint constraints.txt litserve==0.2.19 safetensors numpy \
 			"torch==$$($(BIN)/python -c 'import torch; print(torch.__version__)')"
 
 bench-model: setup

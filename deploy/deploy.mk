@@ -25,7 +25,7 @@ docker-base: docker-engine
 wheelhouse: $(WHEELHOUSE_STAMP)
 
 # Re-downloaded only when the dependencies change.
-$(WHEELHOUSE_STAMP): pyproject.toml
+$(WHEELHOUSE_STAMP): pyproject.toml constraints.txt
 	deploy/wheelhouse.sh
 	touch $@
 

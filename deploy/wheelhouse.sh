@@ -19,5 +19,5 @@ with open("pyproject.toml", "rb") as f:
 print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"]))
 PY
 "$PYTHON" -m pip download --quiet --dest "$dest" "${platform[@]}" \
-    ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r "$requirements" wheel
+    ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} --constraint constraints.txt -r "$requirements" wheel
 echo "wheelhouse: $(ls "$dest"/*.whl | wc -l) wheels, $(du -sh "$dest" | cut -f1) in $dest"

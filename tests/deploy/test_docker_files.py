@@ -33,6 +33,8 @@ def test_dockerfile_bases_runtime_and_user() -> None:
     assert re.search(r"^USER (?!root)\S+", final_stage, re.MULTILINE), "the final stage must not run as root"
     assert "/healthz" in final_stage.split("HEALTHCHECK", 1)[1]
     assert re.search(r'^VOLUME .*"/models"', final_stage, re.MULTILINE)
+    # The image installs the releases the tests ran on (tests/deploy/test_dependencies.py).
+    assert "--constraint constraints.txt ." in text
     # The CA bundle travels as a secret only; no layer copies it.
     assert "ca-certificates.crt" not in re.sub(r"^#.*$", "", text, flags=re.MULTILINE)
 
@@ -40,7 +42,14 @@ def test_dockerfile_bases_runtime_and_user() -> None:
 def test_dockerignore_keeps_the_context_small() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert lines[lines.index("*")] == "*", "ignore everything, then admit what the image needs"
-    for needed in ("!pyproject.toml", "!models/", "!training/", "!service/", "!deploy/wheelhouse/"):
+    for needed in (
+        "!pyproject.toml",
+        "!constraints.txt",
+        "!models/",
+        "!training/",
+        "!service/",
+        "!deploy/wheelhouse/",
+    ):
         assert needed in lines
 
 
