@@ -57,19 +57,41 @@ teardown() {
 }
 trap teardown EXIT
 
+# Run in the image with constraints.txt on stdin: each installed package whose release is not the
+# pinned one (torch's local label, +cpu, aside).
+releases_check='
+import sys
+from importlib.metadata import PackageNotFoundError, version
+for line in sys.stdin:
+    if "==" not in line or line.startswith("#"):
+        continue
+    name, pinned = line.strip().split("==")
+    try:
+        installed = version(name).split("+")[0]
+    except PackageNotFoundError:
+        continue  # a dev tool, or another platform'"'"'s
+    if installed != pinned:
+        print(f"release {name} {installed}, constraints.txt: {pinned}")
+'
+
 check_stack() {
-    local size user inside identity compilers replicas
+    local size user inside identity compilers releases replicas
     size=$("$DOCKER" image inspect -f '{{.Size}}' "$image")
     user=$("$DOCKER" image inspect -f '{{.Config.User}}' "$image")
-    # One container for both questions: on vfs storage each one copies the whole image.
-    inside=$("$DOCKER" run --rm "$image" sh -c 'id; for c in gcc cc c++ g++ clang; do command -v $c; done; true')
+    # One container for the three questions: on vfs storage each one copies the whole image.
+    inside=$("$DOCKER" run --rm -i "$image" sh -c \
+        'id; for c in gcc cc c++ g++ clang; do command -v $c; done; python -c "$1"' sh "$releases_check" \
+        <constraints.txt)
     identity=$(head -n 1 <<<"$inside")
-    compilers=$(tail -n +2 <<<"$inside")
+    compilers=$(tail -n +2 <<<"$inside" | grep -v '^release ' || true)
+    releases=$(grep '^release ' <<<"$inside" || true)
     echo "image: $image size=$((size / 1000000)) MB user=$user ($identity)"
     [ "$size" -lt 1200000000 ] || { echo "image is over 1.2 GB"; return 1; }
     case "$identity" in uid=0\(*|"") echo "image runs as root"; return 1 ;; esac
     [ -z "$compilers" ] || { echo "compilers in the final image: $compilers"; return 1; }
     echo "no compilers in the image (gcc, cc, c++, g++, clang)"
+    [ -z "$releases" ] || { echo "the image holds other releases than constraints.txt:"; echo "$releases"; return 1; }
+    echo "every package in the image at its release in constraints.txt"
 
     replicas=$("$DOCKER" ps -q --filter label=com.docker.compose.project=dropserve \
         --filter label=com.docker.compose.service=api --filter health=healthy | wc -l)
