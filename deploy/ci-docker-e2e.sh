@@ -4,8 +4,9 @@
 # or artifacts), with nothing else prepared:
 #   make docker-build, make docker-up, the curl lines through nginx on 127.0.0.1:8080, make docker-down
 # Each curl answer is checked (docs/examples/digit-7.png is a 7), and before `make docker-down` the
-# stack: image size, non-root user, no compilers, 2 healthy api replicas, nginx using both. Run as
-# root (the make targets may install docker.io and docker-compose and start dockerd).
+# stack: image size, non-root user, no compilers, the releases of constraints.txt, 2 healthy api
+# replicas, nginx using both. Run as root (the make targets may install docker.io and docker-compose
+# and start dockerd).
 #   deploy/ci-docker-e2e.sh            # or: make docker-e2e
 # Knobs: KEEP=1 (keep the copy, and on failure the stack), E2E_DIR (an empty folder for the copy).
 set -euo pipefail
