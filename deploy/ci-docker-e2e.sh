@@ -58,31 +58,14 @@ teardown() {
 }
 trap teardown EXIT
 
-# Run in the image with constraints.txt on stdin: each installed package whose release is not the
-# pinned one (torch's local label, +cpu, aside).
-releases_check='
-import sys
-from importlib.metadata import PackageNotFoundError, version
-for line in sys.stdin:
-    if "==" not in line or line.startswith("#"):
-        continue
-    name, pinned = line.strip().split("==")
-    try:
-        installed = version(name).split("+")[0]
-    except PackageNotFoundError:
-        continue  # a dev tool, or another platform'"'"'s
-    if installed != pinned:
-        print(f"release {name} {installed}, constraints.txt: {pinned}")
-'
-
 check_stack() {
     local size user inside identity compilers releases replicas
     size=$("$DOCKER" image inspect -f '{{.Size}}' "$image")
     user=$("$DOCKER" image inspect -f '{{.Config.User}}' "$image")
     # One container for the three questions: on vfs storage each one copies the whole image.
     inside=$("$DOCKER" run --rm -i "$image" sh -c \
-        'id; for c in gcc cc c++ g++ clang; do command -v $c; done; python -c "$1"' sh "$releases_check" \
-        <constraints.txt)
+        'id; for c in gcc cc c++ g++ clang; do command -v $c; done; python - "$1"' sh "$(cat constraints.txt)" \
+        <deploy/image_releases.py)
     identity=$(head -n 1 <<<"$inside")
     compilers=$(tail -n +2 <<<"$inside" | grep -v '^release ' || true)
     releases=$(grep '^release ' <<<"$inside" || true)
