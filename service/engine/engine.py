@@ -93,10 +93,14 @@ class Engine:
             except Exception:  # a transient file-system error must not end the polling
                 log.exception("rescanning the model repository failed; trying again in %g s", interval_s)
 
-    async def predict(self, loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
-        """(B, 784) pixels in [0, 1] -> (B, C) eval-mode probabilities."""
+    async def predict(
+        self, loaded: LoadedModel, pixels: np.ndarray, timeout_s: float | None = None
+    ) -> np.ndarray:
+        """(B, 784) pixels in [0, 1] -> (B, C) eval-mode probabilities. `timeout_s`, here and in
+        `uncertainty`: the client's own bound, when shorter than the engine's (TimedOut past it)."""
         timings = JobTimings()
-        probabilities = cast(np.ndarray, await self.scheduler.run(compute.predict(loaded, pixels), timings))
+        steps = compute.predict(loaded, pixels)
+        probabilities = cast(np.ndarray, await self.scheduler.run(steps, timings, timeout_s))
         if self.observer is not None:
             self.observer.job_done(JobReport(loaded, len(pixels), 0, timings))
         return probabilities
@@ -109,12 +113,13 @@ class Engine:
         seed: int,
         return_samples: bool,
         level: ConformalLevel | None = None,
+        timeout_s: float | None = None,
     ) -> UncertaintyResult:
         """`samples` MC-dropout passes seeded with `seed`: the same seed, the same answer. With a
         conformal `level` of the artifact's, also prediction sets and abstain flags."""
         timings = JobTimings()
         steps = compute.uncertainty(loaded, pixels, samples, seed, return_samples, level)
-        result = cast(UncertaintyResult, await self.scheduler.run(steps, timings))
+        result = cast(UncertaintyResult, await self.scheduler.run(steps, timings, timeout_s))
         if self.observer is not None:
             self.observer.job_done(JobReport(loaded, len(pixels), samples, timings, result))
         return result

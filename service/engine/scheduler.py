@@ -10,7 +10,8 @@ is gained by fusing requests into one tensor, and nothing depends on who shares 
 
 Bounds, each with its engine error (the HTTP layer maps them to statuses): at most `queue_max` jobs
 queued or running (Overloaded); a job that waited longer than `queue_wait_s` for its first step is
-refused (Overloaded); a job running past `timeout_s` is stopped at its next step (TimedOut).
+refused (Overloaded); a job running past `timeout_s` (or its request's own, shorter bound) is
+stopped at its next step (TimedOut).
 
 What each job cost (its wait for a first step, its own compute, the size of its first round) is
 filled into its JobTimings, and `on_round` hears each round's size: for metrics and logs, never
@@ -49,6 +50,7 @@ class JobTimings:
 class Job:
     steps: Steps
     future: asyncio.Future[object]
+    timeout_s: float  # from being queued to its answer; stopped at its next step past it
     timings: JobTimings = field(default_factory=JobTimings)
     queued_at: float = field(default_factory=time.monotonic)
 
@@ -92,8 +94,11 @@ class Scheduler:
             await self._task
             self._task = None
 
-    async def run(self, steps: Steps, timings: JobTimings | None = None) -> object:
-        """Queue a job and wait for its answer (or its error); `timings`, when given, is filled in."""
+    async def run(
+        self, steps: Steps, timings: JobTimings | None = None, timeout_s: float | None = None
+    ) -> object:
+        """Queue a job and wait for its answer (or its error); `timings`, when given, is filled in.
+        `timeout_s`: a client's own bound, which only shortens the scheduler's."""
         if self._stopping:
             steps.close()
             raise Stopping("the server is shutting down; retry on another replica")
@@ -103,7 +108,8 @@ class Scheduler:
                 f"server is at capacity ({self.queue_max} requests in the engine); retry shortly"
             )
         timings = timings if timings is not None else JobTimings()
-        job = Job(steps, asyncio.get_running_loop().create_future(), timings)
+        bound = self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
+        job = Job(steps, asyncio.get_running_loop().create_future(), bound, timings)
         self._queued.append(job)
         self._wake.set()
         return await job.future
@@ -145,9 +151,9 @@ class Scheduler:
                 job.steps.close()
                 continue
             started = time.monotonic()
-            if started - job.queued_at > self.timeout_s:
+            if started - job.queued_at > job.timeout_s:
                 _finish(
-                    job, error=TimedOut(f"inference took longer than {self.timeout_s:g} s; it was stopped")
+                    job, error=TimedOut(f"inference took longer than {job.timeout_s:g} s; it was stopped")
                 )
                 continue
             if not job.timings.steps:

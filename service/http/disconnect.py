@@ -33,11 +33,12 @@ async def uncertainty_unless_the_client_leaves(
     seed: int,
     return_samples: bool,
     level: ConformalLevel | None,
+    timeout_s: float | None = None,
 ) -> UncertaintyResult | None:
     """`engine.uncertainty(...)`, or None when its job takes several steps and the client
     disconnects first (the job is then cancelled). Call it once the body has been read: from then
     on, the next ASGI message is the disconnect."""
-    work = engine.uncertainty(loaded, pixels, samples, seed, return_samples, level)
+    work = engine.uncertainty(loaded, pixels, samples, seed, return_samples, level, timeout_s)
     if uncertainty_steps(loaded, len(pixels), samples) <= 1:
         return await work
     job = asyncio.ensure_future(work)

@@ -13,7 +13,9 @@ Tensors: input `input`, FP32 in [0, 1] or UINT8 in [0, 255], shape [B, 784], [B,
 the native answer's), and `std` FP32 [B, C] and the per-input statistics `predictive_entropy`,
 `expected_entropy`, `mutual_information`, `variation_ratio` FP32 [B] join them; with the parameter
 `coverage` too (a calibrated level, e.g. 0.99), `prediction_set` BOOL [B, C], each class's membership
-of the input's conformal set. Every refusal is an ApiError: 400, or 413 past the instance bound.
+of the input's conformal set. The parameter `timeout` (microseconds, as tritonclient's `infer(timeout=)`
+sends it; 0 for none) bounds the request's time in the engine below the server's own request
+timeout. Every refusal is an ApiError: 400, or 413 past the instance bound.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ UNCERTAINTY_OUTPUTS = (
 )
 CONFORMAL_OUTPUTS = ("prediction_set",)  # with the request parameter coverage
 PER_CLASS_OUTPUTS = ("probabilities", "std", "prediction_set")  # [B, C]; the others are [B]
-REQUEST_PARAMETERS = ("mc_samples", "seed", "binary_data_output", "coverage")
+REQUEST_PARAMETERS = ("mc_samples", "seed", "binary_data_output", "coverage", "timeout")
 _NUMPY: dict[str, np.dtype] = {"FP32": np.dtype("<f4"), "INT64": np.dtype("<i8"), "BOOL": np.dtype("?")}
 _ACCEPTED = "FP32 pixels in [0, 1] or UINT8 pixels in [0, 255]"
 
@@ -65,6 +67,7 @@ class InferRequest:
     mc_samples: int | None = None
     seed: int | None = None
     coverage: float | None = None  # a conformal level, checked against the model's by the route
+    timeout_s: float | None = None  # the client's bound on its time in the engine, if any
 
 
 def decode_infer_request(
@@ -81,13 +84,16 @@ def decode_infer_request(
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ApiError(400, f'"id" must be a string, got {quote(request_id)}')
-    mc_samples, seed, binary_default, coverage = _parameters(request.get("parameters", {}), settings)
+    parameters = request.get("parameters", {})
+    mc_samples, seed, binary_default, coverage = _parameters(parameters, settings)
+    timeout_us = _integer(parameters, "timeout", 0, MAX_SEED)  # parameters is an object by now
     booleans = b"true" in header or b"false" in header
     pixels = _input_pixels(request.get("inputs"), binary, booleans, spec, settings)
     outputs = _requested_outputs(
         request.get("outputs"), mc_samples is not None, binary_default, settings, coverage is not None
     )
-    return InferRequest(pixels, outputs, request_id, mc_samples, seed, coverage)
+    timeout_s = timeout_us / 1e6 if timeout_us else None
+    return InferRequest(pixels, outputs, request_id, mc_samples, seed, coverage, timeout_s)
 
 
 def prediction_outputs(probabilities: np.ndarray) -> dict[str, np.ndarray]:
@@ -166,7 +172,7 @@ def _parameters(parameters: Any, settings: Settings) -> tuple[int | None, int | 
             raise ApiError(
                 400,
                 f"request parameter {quote(key)} is not supported; this server takes "
-                f"{', '.join(REQUEST_PARAMETERS)} (its own scheduling and timeout apply to every request)",
+                f"{', '.join(REQUEST_PARAMETERS)} (its own scheduling applies to every request)",
             )
     mc_samples = _integer(parameters, "mc_samples", 1, settings.mc_samples_max)
     seed = _integer(parameters, "seed", 0, MAX_SEED)

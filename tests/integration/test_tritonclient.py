@@ -138,6 +138,20 @@ def test_coverage_gives_the_prediction_set_as_a_bool_tensor(client, digits, serv
     assert [np.flatnonzero(row).tolist() for row in members] == [p["prediction_set"] for p in native]
 
 
+def test_infer_s_timeout_bounds_the_request(client, digits):
+    """`infer(timeout=...)`, in microseconds: met, the same answer; one no request can meet, 503."""
+    pixels, _ = digits
+    parameters = {"mc_samples": 50, "seed": 3}
+    reference = client.infer(MODEL, [uint8_input(pixels)], parameters=parameters)
+    timed = client.infer(MODEL, [uint8_input(pixels)], parameters=parameters, timeout=60_000_000)
+    for name in ("probabilities", "label", *UNCERTAINTY):
+        np.testing.assert_array_equal(timed.as_numpy(name), reference.as_numpy(name))
+    with pytest.raises(InferenceServerException) as late:
+        client.infer(MODEL, [uint8_input(pixels)], timeout=1)
+    assert late.value.status() == "503"
+    assert "inference took longer than 1e-06 s" in late.value.message()
+
+
 def test_a_wrong_shape_is_refused(client):
     tensor = triton.InferInput("input", [1, 783], "FP32")
     tensor.set_data_from_numpy(np.zeros((1, 783), np.float32))

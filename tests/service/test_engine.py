@@ -135,9 +135,14 @@ def test_a_long_job_shares_rounds_with_short_ones():
     assert asyncio.run(scenario()) == ["short", "long"]
 
 
-def test_a_timed_out_job_stops_computing():
+@pytest.mark.parametrize(
+    ("engine_timeout_s", "request_timeout_s"),
+    [(0.05, None), (0.05, 100.0), (60.0, 0.05)],
+    ids=["engine-bound", "a-longer-request-bound-changes-nothing", "the-request-s-shorter-bound"],
+)
+def test_a_timed_out_job_stops_computing(engine_timeout_s, request_timeout_s):
     async def scenario() -> list[int]:
-        scheduler = Scheduler(queue_max=8, queue_wait_s=10.0, timeout_s=0.05, slice_s=0.001)
+        scheduler = Scheduler(queue_max=8, queue_wait_s=10.0, timeout_s=engine_timeout_s, slice_s=0.001)
         scheduler.start()
         ran: list[int] = []
 
@@ -150,8 +155,8 @@ def test_a_timed_out_job_stops_computing():
                 time.sleep(0.001)
             return None
 
-        with pytest.raises(TimedOut):
-            await scheduler.run(slow_steps())
+        with pytest.raises(TimedOut, match=r"longer than 0\.05 s"):
+            await scheduler.run(slow_steps(), timeout_s=request_timeout_s)
         steps_when_refused = len(ran)
         await asyncio.sleep(0.05)
         assert len(ran) == steps_when_refused  # nothing ran after the refusal

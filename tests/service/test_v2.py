@@ -234,6 +234,20 @@ def test_mc_samples_without_seed_report_the_seed_used(client):
     assert again.content == first.content
 
 
+@pytest.mark.parametrize("mc", [None, {"mc_samples": 20, "seed": 3}], ids=["predict", "mc"])
+def test_a_client_s_timeout_bounds_its_request_in_the_engine(client, mc):
+    """tritonclient's `infer(timeout=...)`: microseconds, 0 for none. A bound the request meets
+    changes nothing; one no request can meet (a microsecond) is the engine's timeout, 503."""
+    request = json_request(digit().astype(np.float32).reshape(1, 784) / 255, parameters=mc or {})
+    alone = client.post(INFER, json=request)
+    for timeout_us in (0, 60_000_000):
+        timed = client.post(INFER, json={**request, "parameters": {**(mc or {}), "timeout": timeout_us}})
+        assert timed.content == alone.content
+    late = client.post(INFER, json={**request, "parameters": {**(mc or {}), "timeout": 1}})
+    assert_v2_error(late, 503, "inference took longer than 1e-06 s; it was stopped")
+    assert late.headers["retry-after"] == "1"
+
+
 def test_requested_outputs_in_their_order_each_json_or_binary(client):
     values = np.full((2, 784), 0.25, np.float32)
     request = json_request(
@@ -369,7 +383,10 @@ def set_data(index: int, value: Any) -> Any:
         (set_input(datatype="UINT8", data=[1.5] * 784), "UINT8 values must be integers in [0, 255]"),
         (set_input(parameters={"shared_memory_region": "x"}), "unknown field 'shared_memory_region'"),
         (set_input(parameters=[]), "parameters must be a JSON object"),
-        (lambda r: r.update(parameters={"timeout": 5}), "request parameter 'timeout' is not supported"),
+        (lambda r: r.update(parameters={"priority": 1}), "request parameter 'priority' is not supported"),
+        (lambda r: r.update(parameters={"timeout": -1}), "timeout must be an integer from 0 to"),
+        (lambda r: r.update(parameters={"timeout": "5"}), "timeout must be an integer"),
+        (lambda r: r.update(parameters={"timeout": 0.5}), "timeout must be an integer"),
         (lambda r: r.update(parameters=[1]), '"parameters" must be a JSON object'),
         (lambda r: r.update(parameters={"mc_samples": 0}), "mc_samples must be an integer from 1 to 500"),
         (lambda r: r.update(parameters={"mc_samples": 501}), "from 1 to 500, got 501"),

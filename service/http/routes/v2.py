@@ -167,12 +167,20 @@ async def infer(request: Request, serving: Serving, loaded: LoadedModel) -> Resp
     decoded = await read_infer_request(request, serving, loaded)
     parameters: dict[str, Any] | None = None
     if decoded.mc_samples is None:
-        values = prediction_outputs(await serving.engine.predict(loaded, decoded.pixels))
+        values = prediction_outputs(await serving.engine.predict(loaded, decoded.pixels, decoded.timeout_s))
     else:
         seed = random.getrandbits(31) if decoded.seed is None else decoded.seed  # reported: reproducible
         level = None if decoded.coverage is None else conformal_level(loaded, decoded.coverage)
         result = await uncertainty_unless_the_client_leaves(
-            request, serving.engine, loaded, decoded.pixels, decoded.mc_samples, seed, False, level
+            request,
+            serving.engine,
+            loaded,
+            decoded.pixels,
+            decoded.mc_samples,
+            seed,
+            False,
+            level,
+            timeout_s=decoded.timeout_s,
         )
         if result is None:
             return client_left()
