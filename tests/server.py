@@ -86,10 +86,43 @@ def worker_pids(parent: int) -> set[int]:
 
 
 def wait_for_workers(server: Server, count: int = 2, besides: frozenset[int] = frozenset()) -> set[int]:
-    """The pids of `count` workers of `server` other than `besides` (a killed one, say), once they run."""
+    """The pids of `count` workers of `server` other than `besides` (a killed one, say), once each
+    listens on the server's port. A worker binds its socket when it starts and listens only once
+    its app has loaded the models, so a worker that runs may not serve yet: the server is ready as
+    soon as one of them does."""
     assert server.process is not None
+    port = int(server.url.rsplit(":", 1)[1])
     deadline = time.monotonic() + 60
-    while len(workers := worker_pids(server.process.pid) - besides) < count:
-        assert time.monotonic() < deadline, f"{count} workers did not start"
+    while True:
+        listening = sockets(port, LISTEN)
+        workers = {pid for pid in worker_pids(server.process.pid) - besides if sockets_held(pid, listening)}
+        if len(workers) >= count:
+            return workers
+        assert time.monotonic() < deadline, f"{count} workers did not start listening"
         time.sleep(0.2)
-    return workers
+
+
+ESTABLISHED, LISTEN = "01", "0A"  # TCP states as /proc/net/tcp writes them
+
+
+def sockets(port: int, state: str) -> set[int]:
+    """Socket inodes of the TCP sockets whose local port is `port`, in `state` (ESTABLISHED, LISTEN)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def sockets_held(pid: int, inodes: set[int]) -> int:
+    """How many of the sockets `inodes` process `pid` holds open."""
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:  # closed meanwhile
+            continue
+        held += target.startswith("socket:[") and int(target[8:-1]) in inodes
+    return held

@@ -20,33 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from models.artifact import read_manifest
 from service.draining import QUIET_S, SPREAD_S, Drain
 from service.workers import listening_socket
-from tests.server import running_server, wait_for_workers, worker_pids
+from tests.server import ESTABLISHED, running_server, sockets, sockets_held, wait_for_workers
 
 REQUESTS = 40
 CONNECTIONS = 32
-
-
-def sockets(port: int, state: str) -> set[int]:
-    """Socket inodes of the TCP sockets whose local port is `port`, in `state` (/proc/net/tcp's hex
-    code: 01 established, 0A listening)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
-                inodes.add(int(fields[9]))
-    return inodes
-
-
-def connections_held(pid: int, inodes: set[int]) -> int:
-    held = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = fd.readlink().name
-        except OSError:  # closed meanwhile
-            continue
-        held += target.startswith("socket:[") and int(target[8:-1]) in inodes
-    return held
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the connection table from /proc")
@@ -56,17 +33,8 @@ def test_connections_opened_at_once_are_spread_over_the_workers(repository: Path
     # runs alone for a while. With one shared listening socket it would accept every pending
     # connection; with a socket per worker the kernel has already spread them over their queues.
     with running_server(repository, tmp_path / "server.log", workers="2", access_log="false") as server:
-        assert server.process is not None
         host, port = server.url.removeprefix("http://").rsplit(":", 1)
-        deadline = time.monotonic() + 60
-        while True:  # until both workers listen (the server is ready once one of them does)
-            workers = worker_pids(server.process.pid)
-            listening = sockets(int(port), "0A")
-            if len(workers) == 2 and all(connections_held(pid, listening) for pid in workers):
-                break
-            assert time.monotonic() < deadline, "two workers did not start listening"
-            time.sleep(0.2)
-        first, second = sorted(workers)
+        first, second = sorted(workers := wait_for_workers(server))
         for pid in workers:
             os.kill(pid, signal.SIGSTOP)
         try:
@@ -81,8 +49,8 @@ def test_connections_opened_at_once_are_spread_over_the_workers(repository: Path
             for connection in connections:  # each answered, and kept open
                 connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: dropserve\r\n\r\n")
                 assert connection.recv(65536).startswith(b"HTTP/1.1 200")
-            established = sockets(int(port), "01")
-            held = {pid: connections_held(pid, established) for pid in (first, second)}
+            established = sockets(int(port), ESTABLISHED)
+            held = {pid: sockets_held(pid, established) for pid in (first, second)}
         finally:
             for connection in connections:
                 connection.close()
@@ -139,9 +107,9 @@ def test_a_killed_worker_s_requests_in_flight_leave_metrics(repository: Path, tm
             while samples(server.url)["dropserve_requests_in_flight"][()] != 17:  # and the scrape
                 assert time.monotonic() < deadline, "the uploads are not all in flight"
                 time.sleep(0.2)
-            established = sockets(int(port), "01")
-            victim = max(workers, key=lambda pid: connections_held(pid, established))
-            held = connections_held(victim, established)
+            established = sockets(int(port), ESTABLISHED)
+            victim = max(workers, key=lambda pid: sockets_held(pid, established))
+            held = sockets_held(victim, established)
             os.kill(victim, signal.SIGKILL)
             wait_for_workers(server, besides=frozenset({victim}))  # the supervisor's replacement
         finally:
