@@ -84,15 +84,13 @@ def decode_infer_request(
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ApiError(400, f'"id" must be a string, got {quote(request_id)}')
-    parameters = request.get("parameters", {})
-    mc_samples, seed, binary_default, coverage = _parameters(parameters, settings)
-    timeout_us = _integer(parameters, "timeout", 0, MAX_SEED)  # parameters is an object by now
+    parameters = _parameters(request.get("parameters", {}), settings)
+    mc_samples, seed, binary_default, coverage, timeout_s = parameters
     booleans = b"true" in header or b"false" in header
     pixels = _input_pixels(request.get("inputs"), binary, booleans, spec, settings)
     outputs = _requested_outputs(
         request.get("outputs"), mc_samples is not None, binary_default, settings, coverage is not None
     )
-    timeout_s = timeout_us / 1e6 if timeout_us else None
     return InferRequest(pixels, outputs, request_id, mc_samples, seed, coverage, timeout_s)
 
 
@@ -164,8 +162,11 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes | None]
     return body[: int(text)], body[int(text) :]
 
 
-def _parameters(parameters: Any, settings: Settings) -> tuple[int | None, int | None, bool, float | None]:
-    """(mc_samples, seed, binary_data_output, coverage) from the request's parameters."""
+def _parameters(
+    parameters: Any, settings: Settings
+) -> tuple[int | None, int | None, bool, float | None, float | None]:
+    """(mc_samples, seed, binary_data_output, coverage, timeout in seconds) from the request's
+    parameters."""
     parameters = _object(parameters, 'the request "parameters"')
     for key in parameters:
         if key not in REQUEST_PARAMETERS:
@@ -189,7 +190,9 @@ def _parameters(parameters: Any, settings: Settings) -> tuple[int | None, int | 
             raise ApiError(
                 400, "the parameter coverage asks for MC-dropout prediction sets; send it with mc_samples"
             )
-    return mc_samples, seed, _boolean(parameters, "binary_data_output"), coverage
+    timeout_us = _integer(parameters, "timeout", 0, 2**63 - 1)  # 0: none of its own (Triton's)
+    timeout_s = timeout_us / 1e6 if timeout_us else None
+    return mc_samples, seed, _boolean(parameters, "binary_data_output"), coverage, timeout_s
 
 
 def _integer(parameters: dict[str, Any], name: str, low: int, high: int) -> int | None:
