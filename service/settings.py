@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     """Longest a decoded request may wait for its first compute step; one that waited longer gets
     503 with Retry-After, which keeps accepted requests' latency bounded under overload."""
     request_timeout_s: float = Field(30.0, gt=0.0)
-    """Longest an inference request may compute; past it, its computation stops and it gets 503."""
+    """Longest an inference request may compute; past it, its computation stops and it gets 503. A
+    /v2 request's `timeout` parameter may shorten it for that request, never lengthen it."""
     body_timeout_s: float = Field(10.0, gt=0.0)
     """Longest a request body may take to arrive once its headers have; past it, 408. Also the
     longest a client may leave each 256 KiB of a large answer unread; past it, its connection is
